@@ -1,0 +1,163 @@
+"""Model inputs: 2D axial slices and downsampled 3D volumes, as tensor bundles.
+
+Slice orientation: preprocessed volumes are RAS, so an axial slice ``vol[:, :, z]`` is
+indexed [x (left->right), y (posterior->anterior)]. ``axial_plane`` turns it into an image
+with rows anterior (top) to posterior and columns left to right (neurological view).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from medgen.data.lesions import LESION_LABELS
+from medgen.data.cohort import TISSUE_LABELS
+from medgen.datasets import SubjectRecord, TensorBundle
+
+LABEL_KEYS = ("seg", "tissue")
+
+
+@dataclass(frozen=True)
+class SliceConfig:
+    """``params:slices``: which channels, the output size, how much brain a slice needs."""
+
+    modalities: tuple[str, ...] = ("t1_pre", "t1_gd", "flair", "bravo")
+    size: int = 64
+    min_brain_fraction: float = 0.15
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> SliceConfig:
+        unknown = sorted(set(params) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"Unknown slice parameters {unknown}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
+
+
+@dataclass(frozen=True)
+class VolumeConfig:
+    """``params:volumes``: channels and output size of the 3D model inputs."""
+
+    modalities: tuple[str, ...] = ("t1_pre", "t1_gd", "flair", "bravo")
+    size: tuple[int, int, int] = (48, 56, 48)
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> VolumeConfig:
+        unknown = sorted(set(params) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"Unknown volume parameters {unknown}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
+
+
+def axial_plane(volume: np.ndarray) -> np.ndarray:
+    """[x, y, z] -> [z, rows=anterior..posterior, cols=left..right]."""
+    return np.ascontiguousarray(np.flip(np.transpose(volume, (2, 1, 0)), axis=1))
+
+
+def _square_resize(stack: torch.Tensor, size: int, nearest: bool) -> torch.Tensor:
+    """Pad [N, C, H, W] to a square (keeping aspect ratio), then resize to size x size."""
+    height, width = stack.shape[-2:]
+    side = max(height, width)
+    pad_h, pad_w = side - height, side - width
+    fill = 0.0 if nearest else -1.0  # -1 is background after normalisation
+    stack = F.pad(stack, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2), value=fill)
+    if nearest:
+        return F.interpolate(stack, size=(size, size), mode="nearest-exact")
+    return F.interpolate(stack, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
+def _volumes(record: SubjectRecord, modalities: tuple[str, ...]) -> dict[str, np.ndarray]:
+    wanted = [*modalities, *(k for k in LABEL_KEYS if k in record.files)]
+    if "growth" in record.files:
+        wanted.append("growth")
+    return {k: np.asarray(record.load(k).get_fdata(dtype=np.float32)) for k in wanted}
+
+
+def brain_mask(volumes: dict[str, np.ndarray], modalities: tuple[str, ...]) -> np.ndarray:
+    """Brain voxels: the tissue map where there is one, else the first image above background."""
+    if "tissue" in volumes:
+        return volumes["tissue"] > 0
+    return volumes[modalities[0]] > -0.9
+
+
+def extract_slices(
+    records: dict[str, SubjectRecord], subjects: list[str], config: SliceConfig, split: str
+) -> TensorBundle:
+    """Axial slices with at least ``min_brain_fraction`` brain, resized to ``size``²."""
+    images, labels, subject_index, slice_index = [], {k: [] for k in LABEL_KEYS}, [], []
+    for position, subject in enumerate(tqdm(subjects, desc=f"slicing {split}", leave=False)):
+        volumes = _volumes(records[subject], config.modalities)
+        brain = axial_plane(brain_mask(volumes, config.modalities))
+        keep = np.flatnonzero(brain.reshape(brain.shape[0], -1).mean(axis=1) >= config.min_brain_fraction)
+        if keep.size == 0:
+            continue
+        stack = np.stack([axial_plane(volumes[m])[keep] for m in config.modalities], axis=1)
+        images.append(_square_resize(torch.from_numpy(stack), config.size, nearest=False))
+        for key in LABEL_KEYS:
+            if key in volumes:
+                label = torch.from_numpy(axial_plane(volumes[key])[keep][:, None])
+                labels[key].append(_square_resize(label, config.size, nearest=True).round().to(torch.uint8))
+        subject_index.append(torch.full((keep.size,), position, dtype=torch.int64))
+        slice_index.append(torch.from_numpy(keep.astype(np.int64)))
+    if not images:
+        empty = torch.zeros((0, len(config.modalities), config.size, config.size))
+        tensors = {"images": empty, "subject_index": torch.zeros(0, dtype=torch.int64), "slice_index": torch.zeros(0, dtype=torch.int64)}
+    else:
+        tensors = {
+            "images": torch.cat(images).clamp(-1, 1).float(),
+            "subject_index": torch.cat(subject_index),
+            "slice_index": torch.cat(slice_index),
+        }
+        tensors.update({k: torch.cat(v) for k, v in labels.items() if v})
+    metadata = {
+        "split": split,
+        "subjects": list(subjects),
+        "modalities": list(config.modalities),
+        "size": config.size,
+        "orientation": "axial; rows anterior->posterior, columns left->right",
+        "intensity_range": [-1.0, 1.0],
+        "seg_labels": {str(k): v for k, v in LESION_LABELS.items()},
+        "tissue_labels": {str(k): v for k, v in TISSUE_LABELS.items()},
+        "min_brain_fraction": config.min_brain_fraction,
+    }
+    return TensorBundle(tensors, metadata)
+
+
+def extract_volumes(
+    records: dict[str, SubjectRecord], subjects: list[str], config: VolumeConfig, split: str
+) -> TensorBundle:
+    """Whole volumes resized to ``size`` (trilinear for images, nearest for labels)."""
+    images, labels, growth = [], {k: [] for k in LABEL_KEYS}, []
+    for subject in tqdm(subjects, desc=f"volumes {split}", leave=False):
+        volumes = _volumes(records[subject], config.modalities)
+        stack = torch.from_numpy(np.stack([volumes[m] for m in config.modalities]))[None]
+        images.append(F.interpolate(stack, size=config.size, mode="trilinear", align_corners=False))
+        for key in LABEL_KEYS:
+            if key in volumes:
+                label = torch.from_numpy(volumes[key])[None, None]
+                labels[key].append(F.interpolate(label, size=config.size, mode="nearest-exact").to(torch.uint8))
+        if "growth" in volumes:
+            growth.append(F.interpolate(torch.from_numpy(volumes["growth"])[None, None], size=config.size, mode="trilinear"))
+    n_channels = len(config.modalities)
+    tensors = {"images": torch.cat(images).clamp(-1, 1) if images else torch.zeros((0, n_channels, *config.size))}
+    tensors.update({k: torch.cat(v) for k, v in labels.items() if v})
+    if growth:
+        tensors["growth"] = torch.cat(growth).clamp(0, 1)
+    if "seg" in tensors:
+        # class label for class-conditional 3D generation: does the volume hold a lesion?
+        tensors["lesion_present"] = (tensors["seg"].flatten(1) > 0).any(dim=1).to(torch.int64)
+    metadata = {
+        "split": split,
+        "subjects": list(subjects),
+        "modalities": list(config.modalities),
+        "size": list(config.size),
+        "orientation": "RAS voxel order [x, y, z]",
+        "intensity_range": [-1.0, 1.0],
+        "seg_labels": {str(k): v for k, v in LESION_LABELS.items()},
+        "tissue_labels": {str(k): v for k, v in TISSUE_LABELS.items()},
+    }
+    return TensorBundle(tensors, metadata)

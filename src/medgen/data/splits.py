@@ -1,0 +1,69 @@
+"""Patient-level train/val/test splits: no patient ever appears in two splits."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+
+import numpy as np
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+class SplitOverlapError(ValueError):
+    """A subject or patient that appears in more than one split."""
+
+
+def patient_of(subject_id: str, pattern: str) -> str:
+    """The patient a subject (scan) belongs to: the regex's first group, else the id itself.
+
+    With the default pattern ``^(.+)-\\d{3}$``, BraTS ids such as BraTS-MET-00012-001
+    (patient 00012, time point 001) group by patient.
+    """
+    match = re.match(pattern, subject_id)
+    return match.group(1) if match else subject_id
+
+
+def split_by_patient(
+    subject_ids: list[str], fractions: dict[str, float], seed: int, patient_pattern: str
+) -> dict[str, list[str]]:
+    """Shuffle patients with ``seed`` and cut them by ``fractions`` (train/val/test)."""
+    if set(fractions) != set(SPLIT_NAMES):
+        raise ValueError(f"split fractions need exactly {SPLIT_NAMES}, got {sorted(fractions)}")
+    if any(f < 0 for f in fractions.values()) or abs(sum(fractions.values()) - 1.0) > 1e-6:
+        raise ValueError(f"split fractions must be non-negative and sum to 1, got {fractions}")
+    by_patient: dict[str, list[str]] = defaultdict(list)
+    for subject in sorted(subject_ids):
+        by_patient[patient_of(subject, patient_pattern)].append(subject)
+    patients = sorted(by_patient)
+    order = np.random.default_rng(seed).permutation(len(patients))
+    patients = [patients[i] for i in order]
+
+    n = len(patients)
+    n_val = int(round(fractions["val"] * n))
+    n_test = int(round(fractions["test"] * n))
+    # a requested split gets at least one patient whenever there are enough to go round
+    if fractions["val"] > 0 and n_val == 0 and n >= 3:
+        n_val = 1
+    if fractions["test"] > 0 and n_test == 0 and n >= 3:
+        n_test = 1
+    n_train = n - n_val - n_test
+    if n_train < 1:
+        raise ValueError(f"{n} patients are too few for fractions {fractions}")
+    cuts = {"train": patients[:n_train], "val": patients[n_train : n_train + n_val], "test": patients[n_train + n_val :]}
+    splits = {name: sorted(s for p in cuts[name] for s in by_patient[p]) for name in SPLIT_NAMES}
+    assert_disjoint(splits, patient_pattern)
+    return splits
+
+
+def assert_disjoint(splits: dict[str, list[str]], patient_pattern: str) -> None:
+    """Raise ``SplitOverlapError`` if a subject or a patient is in two splits."""
+    seen: dict[str, str] = {}
+    for name, subjects in splits.items():
+        for subject in subjects:
+            patient = patient_of(subject, patient_pattern)
+            if patient in seen and seen[patient] != name:
+                raise SplitOverlapError(f"patient {patient} is in both '{seen[patient]}' and '{name}'")
+            seen[patient] = name
+        if len(set(subjects)) != len(subjects):
+            raise SplitOverlapError(f"split '{name}' lists a subject twice")

@@ -1,0 +1,23 @@
+"""Kedro datasets for medgen: NIfTI images, subject folders, and tensor bundles."""
+
+from medgen.datasets.nifti_dataset import NiftiDataset, NiftiReadError
+from medgen.datasets.subject_folder_dataset import (
+    LazySubject,
+    SubjectFolderDataset,
+    SubjectPayload,
+    SubjectRecord,
+    fingerprint_of,
+)
+from medgen.datasets.tensor_dataset import TensorBundle, TensorDataset
+
+__all__ = [
+    "LazySubject",
+    "NiftiDataset",
+    "NiftiReadError",
+    "SubjectFolderDataset",
+    "SubjectPayload",
+    "SubjectRecord",
+    "TensorBundle",
+    "TensorDataset",
+    "fingerprint_of",
+]

@@ -1,0 +1,149 @@
+"""``NiftiDataset``: one NIfTI-1 image (``.nii`` or ``.nii.gz``) on any fsspec filesystem.
+
+The image round-trips through nibabel with its affine and header intact; loading reads the
+whole file into memory (brain volumes are megabytes) and saving is atomic.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import zlib
+from copy import deepcopy
+from pathlib import PurePosixPath
+from typing import Any
+
+import fsspec
+import nibabel as nib
+from kedro.io.core import (
+    AbstractVersionedDataset,
+    DatasetError,
+    Version,
+    get_filepath_str,
+    get_protocol_and_path,
+)
+
+from medgen.datasets.atomic import atomic_write_bytes
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+class NiftiReadError(DatasetError):
+    """A file that is not a readable NIfTI-1 image; the message names the file and why."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        super().__init__(f"{source}: {reason}")
+        self.source = source
+        self.reason = reason
+
+
+def decode_nifti(raw: bytes, source: str) -> nib.Nifti1Image:
+    """Parse the bytes of a ``.nii`` or ``.nii.gz`` file, with errors that name ``source``."""
+    if raw[:2] == _GZIP_MAGIC:
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, OSError, zlib.error) as exc:
+            raise NiftiReadError(source, f"truncated or corrupt gzip stream ({exc})") from exc
+    if len(raw) < 348:
+        raise NiftiReadError(source, f"not a NIfTI file: {len(raw)} bytes, a NIfTI-1 header alone is 348")
+    try:
+        image = nib.Nifti1Image.from_bytes(raw)
+    except Exception as exc:  # nibabel raises several types for bad headers
+        raise NiftiReadError(source, f"not a NIfTI-1 image ({type(exc).__name__}: {exc})") from exc
+    try:
+        # from_bytes is lazy: reading the voxels finds a short data block now, not later.
+        image.get_fdata(dtype="float32")
+    except Exception as exc:
+        raise NiftiReadError(source, f"truncated voxel data ({exc})") from exc
+    return image
+
+
+def encode_nifti(image: nib.Nifti1Image, compress: bool, level: int = 1) -> bytes:
+    """Serialise ``image``; gzip with a fixed mtime so identical images give identical files.
+
+    Level 1 is the default: on noisy MRI volumes it is ~5x faster than level 6 for files
+    only ~3% larger.
+    """
+    raw = image.to_bytes()
+    return gzip.compress(raw, compresslevel=level, mtime=0) if compress else raw
+
+
+def as_nifti1(image: nib.spatialimages.SpatialImage) -> nib.Nifti1Image:
+    """Accept any nibabel spatial image (e.g. Nifti2 or MGH) by converting it to NIfTI-1."""
+    if isinstance(image, nib.Nifti1Image):
+        return image
+    if isinstance(image, nib.spatialimages.SpatialImage):
+        return nib.Nifti1Image(image.dataobj, image.affine, header=None)
+    raise DatasetError(f"NiftiDataset can only save nibabel images, got {type(image).__name__}")
+
+
+class NiftiDataset(AbstractVersionedDataset[nib.Nifti1Image, nib.Nifti1Image]):
+    """Loads and saves a ``nibabel.Nifti1Image``; affine and header are preserved.
+
+    Example catalog entry::
+
+        t1_template:
+          type: medgen.datasets.NiftiDataset
+          filepath: data/01_raw/template.nii.gz
+          versioned: true
+    """
+
+    def __init__(
+        self,
+        *,
+        filepath: str | os.PathLike,
+        version: Version | None = None,
+        credentials: dict[str, Any] | None = None,
+        fs_args: dict[str, Any] | None = None,
+        compression_level: int = 1,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        protocol, path = get_protocol_and_path(str(filepath), version)
+        self._compression_level = compression_level
+        fs_args = deepcopy(fs_args) or {}
+        if protocol == "file":
+            fs_args.setdefault("auto_mkdir", True)
+        self._protocol = protocol
+        self._fs = fsspec.filesystem(protocol, **(deepcopy(credentials) or {}), **fs_args)
+        self.metadata = metadata
+        super().__init__(
+            filepath=PurePosixPath(path),
+            version=version,
+            exists_function=self._fs.exists,
+            glob_function=self._fs.glob,
+        )
+
+    @property
+    def _compress(self) -> bool:
+        return str(self._filepath).endswith(".gz")
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": self._filepath, "protocol": self._protocol, "version": self._version}
+
+    def load(self) -> nib.Nifti1Image:
+        load_path = get_filepath_str(self._get_load_path(), self._protocol)
+        try:
+            with self._fs.open(load_path, "rb") as handle:
+                raw = handle.read()
+        except FileNotFoundError as exc:
+            raise NiftiReadError(load_path, "file not found") from exc
+        return decode_nifti(raw, load_path)
+
+    def save(self, data: nib.Nifti1Image) -> None:
+        save_path = get_filepath_str(self._get_save_path(), self._protocol)
+        atomic_write_bytes(self._fs, self._protocol, save_path, encode_nifti(as_nifti1(data), self._compress, self._compression_level))
+        self._invalidate_cache()
+
+    def _exists(self) -> bool:
+        try:
+            load_path = get_filepath_str(self._get_load_path(), self._protocol)
+        except DatasetError:
+            return False
+        return self._fs.exists(load_path)
+
+    def _release(self) -> None:
+        super()._release()
+        self._invalidate_cache()
+
+    def _invalidate_cache(self) -> None:
+        self._fs.invalidate_cache(get_filepath_str(self._filepath, self._protocol))

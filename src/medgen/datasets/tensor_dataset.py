@@ -1,0 +1,138 @@
+"""``TensorDataset``: named tensors plus JSON metadata, as safetensors or a torch file.
+
+safetensors is the default: it stores raw arrays and a string header, so loading runs no
+code. The ``.pt`` form is read with ``torch.load(weights_only=True)``, which refuses
+pickled objects, and exists for consumers that expect torch files.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from copy import deepcopy
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+import fsspec
+import torch
+from kedro.io.core import (
+    AbstractVersionedDataset,
+    DatasetError,
+    Version,
+    get_filepath_str,
+    get_protocol_and_path,
+)
+from safetensors.torch import load as safetensors_load
+from safetensors.torch import save as safetensors_save
+
+from medgen.datasets.atomic import atomic_write_bytes
+
+_METADATA_KEY = "medgen_metadata"
+
+
+@dataclass
+class TensorBundle:
+    """Named tensors that belong together (e.g. slices, labels, indices) and their metadata."""
+
+    tensors: dict[str, torch.Tensor]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self.tensors[key]
+
+    def __len__(self) -> int:
+        """Number of items along the first axis (all tensors share it)."""
+        lengths = {t.shape[0] for t in self.tensors.values() if t.ndim}
+        if len(lengths) > 1:
+            raise ValueError(f"Tensors disagree on their first dimension: {lengths}")
+        return lengths.pop() if lengths else 0
+
+
+class TensorDataset(AbstractVersionedDataset[TensorBundle, TensorBundle]):
+    """Loads and saves a ``TensorBundle``.
+
+    Args:
+        filepath: ``.safetensors`` (default format) or ``.pt``.
+        format: ``safetensors`` or ``torch``; inferred from the file ending when omitted.
+    """
+
+    def __init__(
+        self,
+        *,
+        filepath: str | os.PathLike,
+        format: str | None = None,  # noqa: A002 - the catalog key people expect
+        version: Version | None = None,
+        credentials: dict[str, Any] | None = None,
+        fs_args: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        filepath = str(filepath)
+        self._format = format or ("torch" if filepath.endswith((".pt", ".pth")) else "safetensors")
+        if self._format not in {"safetensors", "torch"}:
+            raise DatasetError(f"TensorDataset format must be 'safetensors' or 'torch', got {self._format!r}")
+        protocol, path = get_protocol_and_path(filepath, version)
+        fs_args = deepcopy(fs_args) or {}
+        if protocol == "file":
+            fs_args.setdefault("auto_mkdir", True)
+        self._protocol = protocol
+        self._fs = fsspec.filesystem(protocol, **(deepcopy(credentials) or {}), **fs_args)
+        self.metadata = metadata
+        super().__init__(
+            filepath=PurePosixPath(path),
+            version=version,
+            exists_function=self._fs.exists,
+            glob_function=self._fs.glob,
+        )
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": self._filepath, "format": self._format, "version": self._version}
+
+    def load(self) -> TensorBundle:
+        load_path = get_filepath_str(self._get_load_path(), self._protocol)
+        with self._fs.open(load_path, "rb") as handle:
+            raw = handle.read()
+        try:
+            if self._format == "safetensors":
+                return _from_safetensors(raw)
+            payload = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+            return TensorBundle(dict(payload["tensors"]), json.loads(payload["metadata"]))
+        except Exception as exc:
+            raise DatasetError(f"{load_path}: unreadable {self._format} file ({exc})") from exc
+
+    def save(self, data: TensorBundle) -> None:
+        if not isinstance(data, TensorBundle):
+            raise DatasetError(f"TensorDataset saves a TensorBundle, got {type(data).__name__}")
+        bad = [k for k, v in data.tensors.items() if not isinstance(v, torch.Tensor)]
+        if bad:
+            raise DatasetError(f"TensorBundle entries are not tensors: {bad}")
+        metadata_json = json.dumps(data.metadata, sort_keys=True)
+        # safetensors refuses non-contiguous tensors and views sharing storage.
+        tensors = {k: v.detach().cpu().contiguous().clone() for k, v in data.tensors.items()}
+        if self._format == "safetensors":
+            raw = safetensors_save(tensors, metadata={_METADATA_KEY: metadata_json})
+        else:
+            buffer = io.BytesIO()
+            torch.save({"tensors": tensors, "metadata": metadata_json}, buffer)
+            raw = buffer.getvalue()
+        save_path = get_filepath_str(self._get_save_path(), self._protocol)
+        atomic_write_bytes(self._fs, self._protocol, save_path, raw)
+        self._fs.invalidate_cache(save_path)
+
+    def _exists(self) -> bool:
+        try:
+            load_path = get_filepath_str(self._get_load_path(), self._protocol)
+        except DatasetError:
+            return False
+        return self._fs.exists(load_path)
+
+
+def _from_safetensors(raw: bytes) -> TensorBundle:
+    # The header is 8 bytes of little-endian length followed by JSON (safetensors spec);
+    # safetensors.torch.load returns the tensors but not the metadata.
+    tensors = safetensors_load(raw)
+    header_len = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + header_len])
+    metadata = json.loads(header.get("__metadata__", {}).get(_METADATA_KEY, "{}"))
+    return TensorBundle(tensors, metadata)

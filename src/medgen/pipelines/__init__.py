@@ -1,0 +1,1 @@
+"""medgen Kedro pipelines; each sub-package is one pipeline (init, nodes, pipeline)."""

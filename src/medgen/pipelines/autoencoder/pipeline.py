@@ -1,0 +1,7 @@
+"""`autoencoder`: registered now so the pipeline names are stable; nodes arrive with its issue."""
+
+from kedro.pipeline import Pipeline
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline([])

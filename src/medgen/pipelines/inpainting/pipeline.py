@@ -1,0 +1,7 @@
+"""`inpainting`: registered now so the pipeline names are stable; nodes arrive with its issue."""
+
+from kedro.pipeline import Pipeline
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline([])

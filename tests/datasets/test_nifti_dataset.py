@@ -1,0 +1,90 @@
+import gzip
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from kedro.io.core import DatasetError, Version
+from nibabel.testing import data_path
+
+from medgen.datasets import NiftiDataset, NiftiReadError
+from medgen.datasets import atomic
+
+
+@pytest.mark.parametrize("name", ["image.nii", "image.nii.gz"])
+def test_round_trip_keeps_voxels_affine_and_header(tmp_path: Path, name: str):
+    affine = np.array([[-1.5, 0, 0, 90], [0, 1.5, 0, -126], [0, 0, 3.0, -72], [0, 0, 0, 1]])
+    data = np.random.default_rng(0).integers(-300, 3000, size=(7, 6, 5)).astype(np.int16)
+    image = nib.Nifti1Image(data, affine)
+    image.header["descrip"] = b"medgen round trip"
+    image.header.set_xyzt_units("mm", "sec")
+
+    dataset = NiftiDataset(filepath=str(tmp_path / name))
+    dataset.save(image)
+    loaded = dataset.load()
+
+    np.testing.assert_array_equal(np.asarray(loaded.dataobj), data)
+    np.testing.assert_allclose(loaded.affine, affine)
+    assert loaded.get_data_dtype() == np.int16
+    assert loaded.header["descrip"].tobytes().rstrip(b"\0") == b"medgen round trip"
+    assert loaded.header.get_xyzt_units() == ("mm", "sec")
+    # the file is a normal NIfTI that nibabel reads on its own
+    np.testing.assert_array_equal(np.asarray(nib.load(tmp_path / name).dataobj), data)
+
+
+def test_loads_nibabel_shipped_example():
+    loaded = NiftiDataset(filepath=os.path.join(data_path, "anatomical.nii")).load()
+    reference = nib.load(os.path.join(data_path, "anatomical.nii"))
+    np.testing.assert_array_equal(loaded.get_fdata(), reference.get_fdata())
+    np.testing.assert_allclose(loaded.affine, reference.affine)
+
+
+def test_versioned_saves_keep_every_version(tmp_path: Path):
+    path = str(tmp_path / "v.nii.gz")
+    first = NiftiDataset(filepath=path, version=Version(None, "2026-01-01T00.00.00.000Z"))
+    first.save(nib.Nifti1Image(np.zeros((2, 2, 2), np.float32), np.eye(4)))
+    second = NiftiDataset(filepath=path, version=Version(None, "2026-01-02T00.00.00.000Z"))
+    second.save(nib.Nifti1Image(np.ones((2, 2, 2), np.float32), np.eye(4)))
+    assert NiftiDataset(filepath=path, version=Version(None, None)).load().get_fdata().max() == 1.0
+    old = NiftiDataset(filepath=path, version=Version("2026-01-01T00.00.00.000Z", None)).load()
+    assert old.get_fdata().max() == 0.0
+
+
+def test_truncated_gzip_names_file_and_reason(tmp_path: Path):
+    path = tmp_path / "cut.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.rand(16, 16, 16).astype(np.float32), np.eye(4)), path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(NiftiReadError, match=r"cut\.nii\.gz: truncated or corrupt gzip"):
+        NiftiDataset(filepath=str(path)).load()
+
+
+def test_truncated_uncompressed_voxels_are_reported(tmp_path: Path):
+    path = tmp_path / "cut.nii"
+    nib.save(nib.Nifti1Image(np.random.rand(16, 16, 16).astype(np.float32), np.eye(4)), path)
+    path.write_bytes(path.read_bytes()[:2000])
+    with pytest.raises(NiftiReadError, match="truncated voxel data"):
+        NiftiDataset(filepath=str(path)).load()
+
+
+def test_non_nifti_file_is_reported(tmp_path: Path):
+    path = tmp_path / "notes.nii.gz"
+    path.write_bytes(gzip.compress(b"patient notes, not an image" * 40))
+    with pytest.raises(NiftiReadError, match="not a NIfTI-1 image"):
+        NiftiDataset(filepath=str(path)).load()
+
+
+def test_failed_write_keeps_previous_file_and_leaves_no_temp(tmp_path: Path, monkeypatch):
+    path = tmp_path / "keep.nii.gz"
+    dataset = NiftiDataset(filepath=str(path))
+    dataset.save(nib.Nifti1Image(np.full((3, 3, 3), 7, np.int16), np.eye(4)))
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(atomic.os, "replace", broken_replace)
+    with pytest.raises(DatasetError, match="disk full"):
+        dataset.save(nib.Nifti1Image(np.zeros((3, 3, 3), np.int16), np.eye(4)))
+    monkeypatch.undo()
+    assert np.asarray(dataset.load().dataobj).max() == 7
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.nii.gz"]
