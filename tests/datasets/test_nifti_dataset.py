@@ -8,8 +8,7 @@ import pytest
 from kedro.io.core import DatasetError, Version
 from nibabel.testing import data_path
 
-from medgen.datasets import NiftiDataset, NiftiReadError
-from medgen.datasets import atomic
+from medgen.datasets import NiftiDataset, NiftiReadError, atomic
 
 
 @pytest.mark.parametrize("name", ["image.nii", "image.nii.gz"])

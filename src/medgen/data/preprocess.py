@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.transforms import Orientation, ResizeWithPadOrCrop, SpatialCrop, Spacing
+from monai.transforms import Orientation, ResizeWithPadOrCrop, Spacing, SpatialCrop
 from monai.transforms.utils import generate_spatial_bounding_box
 
 from medgen.data.validation import ValidationRules

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from medgen.data.lesions import LESION_LABELS
 from medgen.data.cohort import TISSUE_LABELS
+from medgen.data.lesions import LESION_LABELS
 from medgen.datasets import SubjectRecord, TensorBundle
 
 LABEL_KEYS = ("seg", "tissue")

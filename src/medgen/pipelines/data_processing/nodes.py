@@ -11,7 +11,13 @@ from tqdm.auto import tqdm
 
 from medgen import runtime
 from medgen.data.captions import build_captions, simulate_ratings
-from medgen.data.cohort import GENERATOR_VERSION, IMAGE_MODALITIES, CohortConfig, subject_id, synthesise_subject
+from medgen.data.cohort import (
+    GENERATOR_VERSION,
+    IMAGE_MODALITIES,
+    CohortConfig,
+    subject_id,
+    synthesise_subject,
+)
 from medgen.data.preprocess import PREPROCESS_VERSION, PreprocessConfig, preprocess_subject
 from medgen.data.slicing import SliceConfig, VolumeConfig, extract_slices, extract_volumes
 from medgen.data.splits import split_by_patient

@@ -1,0 +1,215 @@
+"""Denoising diffusion (DDPM training, DDPM or DDIM sampling) over MONAI's schedulers.
+
+Ho et al. 2020, "Denoising Diffusion Probabilistic Models" (https://arxiv.org/abs/2006.11239);
+Song et al. 2021, "Denoising Diffusion Implicit Models" (https://arxiv.org/abs/2010.02502).
+Noise schedules, ``add_noise`` and the reverse ``step`` are MONAI's ``DDPMScheduler`` and
+``DDIMScheduler``; this class adds the training loss (with Min-SNR-γ and condition dropout), a
+sampling loop that threads a ``torch.Generator`` through every random draw (MONAI's
+``DiffusionInferer.sample`` does not pass one to ``step``), and null-condition guidance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
+from torch import nn
+from tqdm.auto import tqdm
+
+from medgen.diffusion.base import STRATEGIES, DiffusionStrategy, model_device, per_sample_mse
+from medgen.diffusion.enums import DDPMSampler, PredictionType
+from medgen.diffusion.guidance import drop_condition, guided_forward, model_forward
+from medgen.diffusion.loss_weighting import min_snr_weight, snr_from_alphas_cumprod
+from medgen.diffusion.rng import randint, randn
+
+#: Default number of DDIM steps when ``num_inference_steps`` is null.
+DEFAULT_DDIM_STEPS = 50
+
+
+@STRATEGIES.register("ddpm")
+class DDPMStrategy(DiffusionStrategy):
+    """Variance-preserving diffusion with ε- (default) or v-prediction.
+
+    Forward process: ``x_t = √ᾱ_t x0 + √(1−ᾱ_t) ε`` with integer ``t`` uniform in ``[0, T)``;
+    the loss is the (optionally Min-SNR-γ weighted) MSE to the prediction target.
+
+    Args:
+        num_train_timesteps: T, number of diffusion steps (default 1000).
+        schedule: MONAI ``NoiseSchedules`` name: ``linear_beta`` (default), ``scaled_linear_beta``,
+            ``sigmoid_beta`` or ``cosine``.
+        schedule_args: keyword arguments of the schedule, e.g. ``{"beta_start": 1e-4,
+            "beta_end": 2e-2}`` (default: MONAI's defaults, which are those values).
+        prediction_type: ``epsilon`` (default) or ``v_prediction``.
+        sampler: ``ddim`` (default, deterministic strided sampling) or ``ddpm`` (ancestral, all
+            T steps: MONAI's DDPM step uses ``t−1`` as the previous step, so it cannot stride).
+        num_inference_steps: sampling steps; null (default) means 50 for DDIM and T for DDPM.
+        eta: DDIM stochasticity η (default 0.0, deterministic).
+        clip_sample: clip the predicted x0 to [-1, 1] at each sampling step (default True, right
+            for pixel data in [-1, 1]; must be False in latent space).
+        min_snr_gamma: Min-SNR-γ (default None = unweighted; 5.0 in the paper).
+        cond_drop_prob: classifier-free-guidance condition dropout probability (default 0.0).
+    """
+
+    name = "ddpm"
+
+    def __init__(
+        self,
+        num_train_timesteps: int = 1000,
+        schedule: str = "linear_beta",
+        schedule_args: dict[str, Any] | None = None,
+        prediction_type: str = PredictionType.EPSILON,
+        sampler: str = DDPMSampler.DDIM,
+        num_inference_steps: int | None = None,
+        eta: float = 0.0,
+        clip_sample: bool = True,
+        min_snr_gamma: float | None = None,
+        cond_drop_prob: float = 0.0,
+    ) -> None:
+        super().__init__(min_snr_gamma=min_snr_gamma, cond_drop_prob=cond_drop_prob)
+        prediction_type = PredictionType(prediction_type)
+        if prediction_type not in (PredictionType.EPSILON, PredictionType.V_PREDICTION):
+            raise ValueError(
+                f"ddpm: prediction_type must be epsilon or v_prediction, got {prediction_type!r}"
+            )
+        self.prediction_type = prediction_type
+        self.sampler = DDPMSampler(sampler)
+        self.num_train_timesteps = int(num_train_timesteps)
+        self.schedule = schedule
+        self.schedule_args = dict(schedule_args or {})
+        self.eta = float(eta)
+        self.clip_sample = bool(clip_sample)
+        self.scheduler = DDPMScheduler(
+            num_train_timesteps=self.num_train_timesteps,
+            schedule=schedule,
+            clip_sample=self.clip_sample,
+            prediction_type=str(prediction_type),
+            **self.schedule_args,
+        )
+        self.num_inference_steps = num_inference_steps
+        self._resolve_steps(num_inference_steps)  # validate early
+        self._register_config(
+            num_train_timesteps=self.num_train_timesteps,
+            schedule=schedule,
+            schedule_args=self.schedule_args,
+            prediction_type=str(prediction_type),
+            sampler=str(self.sampler),
+            num_inference_steps=num_inference_steps,
+            eta=self.eta,
+            clip_sample=self.clip_sample,
+            min_snr_gamma=self.min_snr_gamma,
+            cond_drop_prob=self.cond_drop_prob,
+        )
+
+    @property
+    def alphas_cumprod(self) -> torch.Tensor:
+        """ᾱ_t for t = 0 … T−1."""
+        return self.scheduler.alphas_cumprod
+
+    def _resolve_steps(self, num_steps: int | None) -> int:
+        if self.sampler == DDPMSampler.DDPM:
+            steps = self.num_train_timesteps if num_steps is None else int(num_steps)
+            if steps != self.num_train_timesteps:
+                raise ValueError(
+                    f"ddpm sampler runs all {self.num_train_timesteps} training steps; got "
+                    f"num_steps={steps}. Use sampler: ddim for fewer steps."
+                )
+            return steps
+        steps = (
+            min(DEFAULT_DDIM_STEPS, self.num_train_timesteps)
+            if num_steps is None
+            else int(num_steps)
+        )
+        if not 1 <= steps <= self.num_train_timesteps:
+            raise ValueError(
+                f"ddim num_steps must be in [1, {self.num_train_timesteps}], got {steps}"
+            )
+        return steps
+
+    def add_noise(
+        self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+    ) -> torch.Tensor:
+        """Forward process q(x_t | x0) = √ᾱ_t x0 + √(1−ᾱ_t) ε."""
+        return self.scheduler.add_noise(original_samples=x0, noise=noise, timesteps=timesteps)
+
+    def training_target(
+        self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+    ) -> torch.Tensor:
+        if self.prediction_type == PredictionType.EPSILON:
+            return noise
+        return self.scheduler.get_velocity(x0, noise, timesteps)
+
+    def loss_weights(self, timesteps: torch.Tensor) -> torch.Tensor | None:
+        """Per-sample Min-SNR-γ weights, or None when unweighted."""
+        if self.min_snr_gamma is None:
+            return None
+        snr = snr_from_alphas_cumprod(self.alphas_cumprod, timesteps)
+        return min_snr_weight(snr, self.min_snr_gamma, self.prediction_type)
+
+    def training_loss(self, model, x0, cond=None, generator=None):
+        self._check_inputs(x0, cond)
+        noise = randn(x0.shape, generator, x0.device, x0.dtype)
+        timesteps = randint(self.num_train_timesteps, (x0.shape[0],), generator, x0.device)
+        if cond is not None:
+            cond = drop_condition(cond, self.cond_drop_prob, generator)
+        x_t = self.add_noise(x0, noise, timesteps)
+        pred = model_forward(model, x_t, timesteps, cond)
+        loss = per_sample_mse(pred, self.training_target(x0, noise, timesteps))
+        weights = self.loss_weights(timesteps)
+        if weights is not None:
+            loss = loss * weights
+        return loss.mean()
+
+    def _inference_scheduler(self, num_steps: int) -> DDPMScheduler | DDIMScheduler:
+        # A fresh scheduler per call: set_timesteps mutates it, and strategies may be shared.
+        common = dict(
+            num_train_timesteps=self.num_train_timesteps,
+            schedule=self.schedule,
+            clip_sample=self.clip_sample,
+            prediction_type=str(self.prediction_type),
+            **self.schedule_args,
+        )
+        scheduler = (
+            DDPMScheduler(**common) if self.sampler == DDPMSampler.DDPM else DDIMScheduler(**common)
+        )
+        scheduler.set_timesteps(num_steps)
+        return scheduler
+
+    @torch.no_grad()
+    def sample(
+        self,
+        model: nn.Module,
+        shape: Sequence[int],
+        cond: torch.Tensor | None = None,
+        *,
+        num_steps: int | None = None,
+        guidance_scale: float = 1.0,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """DDPM (all T steps) or DDIM (``num_steps``, default 50) sampling; one network call per
+        step (a ``2B`` batch under guidance). With ``eta > 0`` or the DDPM sampler, MONAI draws the
+        step noise with ``generator`` on the model's device, so the generator must live there."""
+        steps = self._resolve_steps(self.num_inference_steps if num_steps is None else num_steps)
+        device = model_device(model)
+        stochastic = self.sampler == DDPMSampler.DDPM or self.eta > 0
+        if stochastic and generator is not None and generator.device.type != device.type:
+            raise ValueError(
+                f"{self.sampler} sampling with a generator: MONAI draws the step noise on the "
+                f"model's device ({device}), so the generator must live there, not on {generator.device}"
+            )
+        scheduler = self._inference_scheduler(steps)
+        x = randn(shape, generator, device)
+        if cond is not None:
+            cond = cond.to(device)
+        for t in tqdm(
+            scheduler.timesteps.tolist(), disable=not progress, desc=f"{self.sampler} sampling"
+        ):
+            timesteps = torch.full((x.shape[0],), t, device=device, dtype=torch.long)
+            out = guided_forward(model, x, timesteps, cond, guidance_scale)
+            if self.sampler == DDPMSampler.DDPM:
+                x, _ = scheduler.step(out, t, x, generator=generator)
+            else:
+                x, _ = scheduler.step(out, t, x, eta=self.eta, generator=generator)
+        return x

@@ -1,0 +1,164 @@
+"""``DiffusionTask``: a strategy (HOW) + a mode (WHAT) + a space (WHERE), ready for an engine.
+
+``task.loss`` has the generic engine signature ``loss_fn(model, batch) -> scalar Tensor`` and
+``task.generate`` produces data-space samples. ``task.build_model(backbone_config)`` builds a
+backbone with the right channel counts: in = space channels of the target + condition channels
+(channel concatenation), out = space channels of the target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from medgen.diffusion.base import DiffusionStrategy, build_strategy, model_device
+from medgen.diffusion.modes import DiffusionMode, build_mode
+from medgen.diffusion.spaces import DiffusionSpace, PixelSpace, build_space
+from medgen.models import build_backbone
+
+
+class DiffusionTask:
+    """Bundle of strategy, mode and space.
+
+    Args:
+        strategy: the diffusion algorithm.
+        mode: what is generated and from which condition.
+        space: where diffusion runs (default :class:`PixelSpace`).
+
+    Raises:
+        ValueError: if the strategy clips its x0 prediction to [-1, 1] (``clip_sample``) in an
+            unbounded (latent) space, which would silently distort samples.
+    """
+
+    def __init__(
+        self, strategy: DiffusionStrategy, mode: DiffusionMode, space: DiffusionSpace | None = None
+    ) -> None:
+        self.strategy = strategy
+        self.mode = mode
+        self.space = space if space is not None else PixelSpace()
+        if getattr(strategy, "clip_sample", False) and not self.space.bounded:
+            raise ValueError(
+                f"{strategy.name}: clip_sample=True clips predicted x0 to [-1, 1], which is wrong in "
+                f"{self.space.name} space; set clip_sample: false"
+            )
+
+    @property
+    def in_channels(self) -> int:
+        return self.space.channels(self.mode.target_channels) + self.mode.condition_channels
+
+    @property
+    def out_channels(self) -> int:
+        return self.space.channels(self.mode.target_channels)
+
+    def build_model(self, backbone_config: Mapping[str, Any]) -> nn.Module:
+        """Backbone named by ``backbone_config["name"]`` (default diffusion_unet) with this task's
+        channel counts."""
+        return build_backbone(backbone_config, self.in_channels, self.out_channels)
+
+    def prepare(self, batch: Mapping[str, Any], device: torch.device | str = "cpu"):
+        """Batch → ``(x0, cond)`` in space coordinates on ``device``."""
+        x0, cond = self.mode.prepare(batch)
+        z0 = self.space.encode(x0.to(device))
+        if cond is not None:
+            cond = self.space.resize_condition(cond.to(device), z0.shape[2:])
+        return z0, cond
+
+    def loss(
+        self, model: nn.Module, batch: Mapping[str, Any], generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Scalar training loss for a data batch (engine ``loss_fn(model, batch)``)."""
+        z0, cond = self.prepare(batch, model_device(model))
+        return self.strategy.training_loss(model, z0, cond, generator=generator)
+
+    __call__ = loss
+
+    @torch.no_grad()
+    def generate(
+        self,
+        model: nn.Module,
+        n: int | None = None,
+        cond: torch.Tensor | None = None,
+        *,
+        spatial_shape: Sequence[int] | None = None,
+        num_steps: int | None = None,
+        guidance_scale: float = 1.0,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+        decode: bool = True,
+    ) -> torch.Tensor:
+        """Generate ``[n, target_channels, *spatial_shape]`` samples in data space.
+
+        Args:
+            model: the trained network.
+            n: number of samples (default: ``cond.shape[0]``).
+            cond: condition in data form ``[n, 1, *spatial]`` in {-1, +1} (see
+                :func:`~medgen.diffusion.modes.lesion_condition`); required for conditional modes.
+            spatial_shape: data spatial size (default: the condition's).
+            num_steps, guidance_scale, generator, progress: passed to ``strategy.sample``.
+            decode: return data (default) or space coordinates.
+        """
+        if self.mode.conditional and cond is None:
+            raise ValueError(f"mode {self.mode.name!r} is conditional: pass cond (a lesion mask)")
+        if not self.mode.conditional and cond is not None:
+            raise ValueError(f"mode {self.mode.name!r} is unconditional: cond must be None")
+        if cond is not None:
+            n = cond.shape[0] if n is None else n
+            spatial_shape = tuple(cond.shape[2:]) if spatial_shape is None else tuple(spatial_shape)
+            if n != cond.shape[0] or tuple(cond.shape[2:]) != spatial_shape:
+                raise ValueError(
+                    f"cond {tuple(cond.shape)} disagrees with n={n}, spatial_shape={spatial_shape}"
+                )
+        if n is None or spatial_shape is None:
+            raise ValueError("unconditional generation needs n and spatial_shape")
+        latent_spatial = self.space.spatial_shape(spatial_shape)
+        shape = (n, self.out_channels, *latent_spatial)
+        if cond is not None:
+            cond = self.space.resize_condition(cond.to(model_device(model)), latent_spatial)
+        z = self.strategy.sample(
+            model,
+            shape,
+            cond,
+            num_steps=num_steps,
+            guidance_scale=guidance_scale,
+            generator=generator,
+            progress=progress,
+        )
+        return self.space.decode(z) if decode else z
+
+    def to_data(self, generated: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Decoded samples → data tensors (see ``DiffusionMode.to_data``)."""
+        return self.mode.to_data(generated)
+
+    def to_config(self) -> dict[str, Any]:
+        """JSON-serialisable description (the autoencoder itself is not part of it)."""
+        return {
+            "strategy": self.strategy.to_config(),
+            "mode": self.mode.name,
+            "modalities": list(self.mode.modalities),
+            "space": self.space.to_config(),
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], autoencoder: Any = None) -> DiffusionTask:
+        """Inverse of :meth:`to_config`; ``autoencoder`` is needed for a latent space."""
+        return build_task(config, autoencoder)
+
+    def __repr__(self) -> str:
+        return f"DiffusionTask({self.strategy!r}, {self.mode!r}, {type(self.space).__name__})"
+
+
+def build_task(config: Mapping[str, Any], autoencoder: Any = None) -> DiffusionTask:
+    """Build a task from ``{"strategy": {"name": ..., ...}, "mode": str, "modalities": [...],
+    "space": {"name": "pixel" | "latent", ...}}`` (space optional, default pixel)."""
+    missing = [k for k in ("strategy", "mode", "modalities") if k not in config]
+    if missing:
+        raise ValueError(f"diffusion task config is missing {missing}")
+    strategy_cfg = dict(config["strategy"])
+    strategy = build_strategy(strategy_cfg.pop("name"), strategy_cfg)
+    mode = build_mode(config["mode"], config["modalities"])
+    space_cfg = dict(config.get("space") or {"name": "pixel"})
+    space = build_space(space_cfg.pop("name", "pixel"), space_cfg, autoencoder)
+    return DiffusionTask(strategy, mode, space)

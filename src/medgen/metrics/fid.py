@@ -1,0 +1,331 @@
+"""Fréchet Inception Distance (and its in-domain variants) through clean-fid.
+
+clean-fid does the work: its dataset/resizer/feature loop
+(``cleanfid.fid.get_files_features``), ``cleanfid.fid.compute_fid`` for folders,
+and ``cleanfid.fid.frechet_distance`` for the maths. What medgen adds:
+
+- arrays in [-1, 1] are quantised to 8-bit exactly like a PNG would store them
+  (:func:`medgen.metrics.images.to_uint8_hwc`) and written as .npy files that
+  clean-fid's dataset reads, so arrays and PNG folders give identical features;
+- grayscale is repeated to 3 channels; C != 3 channels (MRI sequences) are scored
+  one by one and averaged, per-channel values in ``details["per_channel"]``;
+- every result names its backbone, mode and counts (:class:`MetricResult`);
+- 2.5D FID for volumes and real-vs-real floors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import scipy.linalg
+import torch
+from cleanfid import fid as cleanfid_fid
+from cleanfid.utils import EXTENSIONS
+
+from medgen.metrics.backbones import FeatureBackbone
+from medgen.metrics.floors import two_sample_with_floor
+from medgen.metrics.images import (
+    ArrayLike,
+    as_tensor,
+    grayscale_channel_groups,
+    to_three_channels,
+    to_uint8_hwc,
+)
+from medgen.metrics.results import MetricResult
+
+PLANES = ("axis_d", "axis_h", "axis_w")
+
+
+class _SqrtmWithDisp:
+    """scipy.linalg stand-in whose sqrtm still accepts ``disp`` (removed in SciPy 1.18).
+
+    clean-fid calls ``linalg.sqrtm(A, disp=False)`` and unpacks ``(sqrt, error)``.
+    """
+
+    def __getattr__(self, name: str):
+        return getattr(scipy.linalg, name)
+
+    @staticmethod
+    def sqrtm(matrix: np.ndarray, disp: bool = True):
+        root = scipy.linalg.sqrtm(matrix)
+        if disp:
+            return root
+        residual = np.linalg.norm(root @ root - matrix, "fro") / max(
+            np.linalg.norm(matrix, "fro"), 1e-300
+        )
+        return root, residual
+
+
+def _scipy_sqrtm_has_disp() -> bool:
+    return "disp" in inspect.signature(scipy.linalg.sqrtm).parameters
+
+
+@contextlib.contextmanager
+def _cleanfid_scipy_compat() -> Iterator[None]:
+    if _scipy_sqrtm_has_disp():
+        yield
+        return
+    original = cleanfid_fid.linalg
+    cleanfid_fid.linalg = _SqrtmWithDisp()
+    try:
+        yield
+    finally:
+        cleanfid_fid.linalg = original
+
+
+def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
+    """clean-fid's Fréchet distance between Gaussians fitted to two feature sets [N, F]."""
+    features_a = np.asarray(features_a, dtype=np.float64)
+    features_b = np.asarray(features_b, dtype=np.float64)
+    if min(len(features_a), len(features_b)) < 2:
+        raise ValueError("Fréchet distance needs at least 2 samples per set")
+    mu_a, sigma_a = features_a.mean(axis=0), np.cov(features_a, rowvar=False)
+    mu_b, sigma_b = features_b.mean(axis=0), np.cov(features_b, rowvar=False)
+    with _cleanfid_scipy_compat():
+        return float(cleanfid_fid.frechet_distance(mu_a, sigma_a, mu_b, sigma_b))
+
+
+def extract_features(
+    images: ArrayLike,
+    backbone: FeatureBackbone,
+    *,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """Features [N, F] of 1- or 3-channel images [N, C, H, W] in [-1, 1] via clean-fid.
+
+    Images go through clean-fid's own ResizeDataset (as .npy files in a temporary
+    folder), its resizer for ``backbone.cleanfid_mode`` or ``backbone.fn_resize``,
+    and its batched feature loop.
+    """
+    tensor = as_tensor(images)
+    if tensor.shape[1] not in (1, 3):
+        raise ValueError(f"extract_features takes 1 or 3 channels, got {tensor.shape[1]}")
+    if tensor.shape[0] == 0:
+        raise ValueError("no images to extract features from")
+    pixels = to_uint8_hwc(to_three_channels(tensor))
+    with tempfile.TemporaryDirectory(prefix="medgen-fid-") as folder:
+        files = []
+        for i, image in enumerate(pixels):
+            path = os.path.join(folder, f"{i:07d}.npy")
+            np.save(path, image)
+            files.append(path)
+        features = cleanfid_fid.get_files_features(
+            files,
+            model=backbone.extractor,
+            num_workers=num_workers,
+            batch_size=batch_size,
+            device=torch.device(device),
+            mode=backbone.cleanfid_mode,
+            custom_fn_resize=backbone.fn_resize,
+            verbose=False,
+        )
+    return np.asarray(features, dtype=np.float64).reshape(len(pixels), -1)
+
+
+def extract_channel_features(images: ArrayLike, backbone: FeatureBackbone, **kwargs) -> np.ndarray:
+    """[N, G, F] features, one group G per grayscale channel (or one RGB group)."""
+    tensor = as_tensor(images)
+    return np.stack(
+        [extract_features(group, backbone, **kwargs) for group in grayscale_channel_groups(tensor)],
+        axis=1,
+    )
+
+
+def fid_from_channel_features(real: np.ndarray, generated: np.ndarray) -> tuple[float, dict]:
+    """Mean over channel groups of the Fréchet distance; per-channel values in the details."""
+    per_channel = [frechet_distance(generated[:, g], real[:, g]) for g in range(real.shape[1])]
+    return float(np.mean(per_channel)), {
+        "per_channel": per_channel,
+        "feature_dim": int(real.shape[-1]),
+    }
+
+
+def compute_fid(
+    real: ArrayLike,
+    generated: ArrayLike,
+    backbone: FeatureBackbone,
+    *,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+) -> MetricResult:
+    """FID between real and generated images [N, C, H, W] in [-1, 1] (no floor)."""
+    kwargs = {"batch_size": batch_size, "num_workers": num_workers, "device": device}
+    real_feats = extract_channel_features(real, backbone, **kwargs)
+    gen_feats = extract_channel_features(generated, backbone, **kwargs)
+    value, details = fid_from_channel_features(real_feats, gen_feats)
+    return MetricResult(
+        name="fid",
+        value=value,
+        backbone=backbone.name,
+        n_real=len(real_feats),
+        n_generated=len(gen_feats),
+        mode=backbone.mode,
+        details=details,
+    )
+
+
+def fid_with_floor(
+    real: ArrayLike,
+    generated: ArrayLike,
+    backbone: FeatureBackbone,
+    *,
+    seed: int = 0,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+) -> MetricResult:
+    """FID of generated vs a real half, with the real-vs-real floor at the same counts.
+
+    Features are extracted once for every image; halves and subsets index them.
+    """
+    kwargs = {"batch_size": batch_size, "num_workers": num_workers, "device": device}
+    real_feats = extract_channel_features(real, backbone, **kwargs)
+    gen_feats = extract_channel_features(generated, backbone, **kwargs)
+    return two_sample_with_floor(
+        lambda sample, reference: fid_from_channel_features(reference, sample),
+        real_feats,
+        gen_feats,
+        name="fid",
+        backbone=backbone.name,
+        mode=backbone.mode,
+        seed=seed,
+    )
+
+
+def _count_images(folder: str | Path) -> int:
+    return sum(1 for p in Path(folder).rglob("*") if p.suffix.lstrip(".") in EXTENSIONS)
+
+
+def compute_fid_folders(
+    real_dir: str | Path,
+    generated_dir: str | Path,
+    backbone: FeatureBackbone,
+    *,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+) -> MetricResult:
+    """FID between two image folders with ``cleanfid.fid.compute_fid`` and our backbone."""
+    with _cleanfid_scipy_compat():
+        value = cleanfid_fid.compute_fid(
+            str(generated_dir),
+            str(real_dir),
+            mode=backbone.cleanfid_mode,
+            num_workers=num_workers,
+            batch_size=batch_size,
+            device=torch.device(device),
+            custom_feat_extractor=backbone.extractor,
+            custom_fn_resize=backbone.fn_resize,
+            verbose=False,
+            use_dataparallel=False,
+        )
+    return MetricResult(
+        name="fid",
+        value=float(value),
+        backbone=backbone.name,
+        n_real=_count_images(real_dir),
+        n_generated=_count_images(generated_dir),
+        mode=backbone.mode,
+        details={"source": "cleanfid.fid.compute_fid on folders"},
+    )
+
+
+def plane_slices(
+    volumes: ArrayLike,
+    plane: str,
+    *,
+    slices_per_volume: int | None = None,
+    central_fraction: float = 1.0,
+) -> torch.Tensor:
+    """2D slices [N*S, C, a, b] of volumes [N, C, D, H, W] taken perpendicular to one axis.
+
+    ``plane`` names the axis sliced through: ``axis_d`` gives [H, W] slices, ``axis_h``
+    [D, W], ``axis_w`` [D, H] (axial/coronal/sagittal depending on orientation).
+    Slices are evenly spaced within the central ``central_fraction`` of the axis
+    (default: every slice), so edge slices of mostly background can be left out.
+    """
+    vol = as_tensor(volumes, ndim=5)
+    axis = 2 + PLANES.index(plane)
+    length = vol.shape[axis]
+    margin = (1.0 - central_fraction) / 2.0 * length
+    lo, hi = int(np.floor(margin)), max(int(np.ceil(length - margin)) - 1, int(np.floor(margin)))
+    count = (hi - lo + 1) if slices_per_volume is None else min(slices_per_volume, hi - lo + 1)
+    index = torch.as_tensor(np.unique(np.round(np.linspace(lo, hi, count)).astype(int)))
+    taken = vol.index_select(axis, index).movedim(axis, 1)  # [N, S, C, a, b]
+    return taken.reshape(-1, *taken.shape[2:])
+
+
+def compute_fid_2p5d(
+    real_volumes: ArrayLike,
+    generated_volumes: ArrayLike,
+    backbone: FeatureBackbone,
+    *,
+    slices_per_volume: int | None = None,
+    central_fraction: float = 1.0,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+) -> MetricResult:
+    """2.5D FID: a 2D FID per orthogonal plane, averaged (as MAISI reports volume FID)."""
+    per_plane: dict[str, float] = {}
+    for plane in PLANES:
+        real = plane_slices(
+            real_volumes,
+            plane,
+            slices_per_volume=slices_per_volume,
+            central_fraction=central_fraction,
+        )
+        gen = plane_slices(
+            generated_volumes,
+            plane,
+            slices_per_volume=slices_per_volume,
+            central_fraction=central_fraction,
+        )
+        per_plane[plane] = compute_fid(
+            real, gen, backbone, batch_size=batch_size, num_workers=num_workers, device=device
+        ).value
+    return MetricResult(
+        name="fid_2p5d",
+        value=float(np.mean(list(per_plane.values()))),
+        backbone=backbone.name,
+        n_real=len(real_volumes),
+        n_generated=len(generated_volumes),
+        mode=backbone.mode,
+        details={
+            "per_plane": per_plane,
+            "slices_per_volume": slices_per_volume,
+            "central_fraction": central_fraction,
+            "counts": "n_real/n_generated are volumes",
+        },
+    )
+
+
+def fid_2p5d_with_floor(
+    real_volumes: ArrayLike,
+    generated_volumes: ArrayLike,
+    backbone: FeatureBackbone,
+    *,
+    seed: int = 0,
+    **kwargs,
+) -> MetricResult:
+    """2.5D FID with its real-vs-real floor (volumes split into disjoint halves)."""
+    real = as_tensor(real_volumes, ndim=5)
+    gen = as_tensor(generated_volumes, ndim=5)
+    return two_sample_with_floor(
+        lambda sample, reference: compute_fid_2p5d(reference, sample, backbone, **kwargs),
+        real,
+        gen,
+        name="fid_2p5d",
+        backbone=backbone.name,
+        mode=backbone.mode,
+        seed=seed,
+    )
