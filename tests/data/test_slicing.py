@@ -60,6 +60,7 @@ def test_slices_keep_only_brain_and_resize(tmp_path: Path):
     assert (image[:, 0] < -0.5).all() and (image[:, 7] < -0.5).all()
     assert bundle.metadata["subjects"] == ["S-0", "S-1"]
     assert bundle.metadata["modalities"] == ["t1_pre", "flair"]
+    assert bundle.metadata["pixel_spacing_mm"] == 2.0  # 16 voxels of 1 mm shown in 8 pixels
 
 
 def test_volumes_and_lesion_label(tmp_path: Path):

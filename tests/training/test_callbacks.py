@@ -44,6 +44,9 @@ def mlflow_store(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri((tmp_path / "mlruns").as_uri())
+    # A Kedro run earlier in this process (kedro-mlflow) may have made another store's
+    # experiment the active one; select one that exists in this store.
+    mlflow.set_experiment("medgen-training-tests")
     yield mlflow
     while mlflow.active_run() is not None:
         mlflow.end_run()

@@ -89,7 +89,10 @@ def extract_slices(
 ) -> TensorBundle:
     """Axial slices with at least ``min_brain_fraction`` brain, resized to ``size``²."""
     images, labels, subject_index, slice_index = [], {k: [] for k in LABEL_KEYS}, [], []
+    pixel_spacing_mm = None
     for position, subject in enumerate(tqdm(subjects, desc=f"slicing {split}", leave=False)):
+        if pixel_spacing_mm is None:
+            pixel_spacing_mm = _pixel_spacing(records[subject], config)
         volumes = _volumes(records[subject], config.modalities)
         brain = axial_plane(brain_mask(volumes, config.modalities))
         keep = np.flatnonzero(brain.reshape(brain.shape[0], -1).mean(axis=1) >= config.min_brain_fraction)
@@ -123,8 +126,17 @@ def extract_slices(
         "seg_labels": {str(k): v for k, v in LESION_LABELS.items()},
         "tissue_labels": {str(k): v for k, v in TISSUE_LABELS.items()},
         "min_brain_fraction": config.min_brain_fraction,
+        # in-plane size of one output pixel (square: slices are padded to a square first)
+        "pixel_spacing_mm": pixel_spacing_mm,
     }
     return TensorBundle(tensors, metadata)
+
+
+def _pixel_spacing(record: SubjectRecord, config: SliceConfig) -> float:
+    header = record.load(config.modalities[0]).header
+    zooms = header.get_zooms()[:2]
+    side_mm = max(n * z for n, z in zip(header.get_data_shape()[:2], zooms, strict=True))
+    return round(float(side_mm / config.size), 4)
 
 
 def extract_volumes(
