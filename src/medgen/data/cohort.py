@@ -10,7 +10,7 @@ seeded by (cohort seed, subject index), so subject k is the same whatever the co
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import nibabel as nib
@@ -19,6 +19,7 @@ import torch
 from monai.transforms import Rand3DElastic, RandBiasField, RandRicianNoise
 from scipy import ndimage
 
+from medgen.config import config_from_params
 from medgen.data.lesions import (
     ENHANCING,
     NECROTIC,
@@ -76,12 +77,7 @@ class CohortConfig:
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> CohortConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ValueError(f"Unknown cohort parameters {unknown}; known: {sorted(known)}")
-        cast = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
-        config = cls(**cast)
+        config = config_from_params(cls, params, "cohort")
         if config.n_subjects < 1:
             raise ValueError("cohort.n_subjects must be at least 1")
         if abs(sum(config.lesion_count_probabilities) - 1.0) > 1e-6:

@@ -20,6 +20,7 @@ from monai.data import MetaTensor
 from monai.transforms import Orientation, ResizeWithPadOrCrop, Spacing, SpatialCrop
 from monai.transforms.utils import generate_spatial_bounding_box
 
+from medgen.config import config_from_params
 from medgen.data.validation import ValidationRules
 from medgen.datasets import SubjectPayload, SubjectRecord
 
@@ -41,10 +42,7 @@ class PreprocessConfig:
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> PreprocessConfig:
-        unknown = sorted(set(params) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"Unknown preprocessing parameters {unknown}")
-        config = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
+        config = config_from_params(cls, params, "preprocessing")
         low, high = config.percentiles
         if not 0 <= low < high <= 100:
             raise ValueError(f"preprocessing.percentiles must satisfy 0 <= low < high <= 100, got {config.percentiles}")

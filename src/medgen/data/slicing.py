@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from medgen.config import config_from_params
 from medgen.data.cohort import TISSUE_LABELS
 from medgen.data.lesions import LESION_LABELS
 from medgen.datasets import SubjectRecord, TensorBundle
@@ -32,10 +33,7 @@ class SliceConfig:
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> SliceConfig:
-        unknown = sorted(set(params) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"Unknown slice parameters {unknown}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
+        return config_from_params(cls, params, "slices")
 
 
 @dataclass(frozen=True)
@@ -47,10 +45,7 @@ class VolumeConfig:
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> VolumeConfig:
-        unknown = sorted(set(params) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"Unknown volume parameters {unknown}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
+        return config_from_params(cls, params, "volumes")
 
 
 def axial_plane(volume: np.ndarray) -> np.ndarray:

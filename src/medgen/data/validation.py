@@ -7,12 +7,13 @@ reason, e.g. ``BraTS-SYN-00003-000: .../BraTS-SYN-00003-000-flair.nii.gz: 12 NaN
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import nibabel as nib
 import numpy as np
 
+from medgen.config import config_from_params
 from medgen.datasets import NiftiReadError, SubjectRecord
 
 
@@ -41,16 +42,10 @@ class ValidationRules:
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> ValidationRules:
-        unknown = sorted(set(params) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"Unknown validation parameters {unknown}")
-        converted = dict(params)
-        for key in ("required_images", "required_labels", "continuous_maps"):
-            if key in converted:
-                converted[key] = tuple(converted[key])
-        if "label_values" in converted:
-            converted["label_values"] = {k: tuple(v) for k, v in converted["label_values"].items()}
-        return cls(**converted)
+        rules = config_from_params(cls, params, "validation")
+        if "label_values" in params:
+            rules = replace(rules, label_values={k: tuple(v) for k, v in params["label_values"].items()})
+        return rules
 
     def allowed_labels(self, suffix: str) -> tuple[int, ...] | None:
         for pattern, values in self.label_values.items():

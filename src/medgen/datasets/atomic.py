@@ -10,28 +10,42 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import fsspec
 
 
 def fsync_directory(directory: str | os.PathLike) -> None:
     """Persist a rename: on POSIX the directory entry itself must be flushed."""
-    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # platforms that cannot open a directory (Windows) skip this step
+        return
     try:
         os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on directories; the rename itself is done
     finally:
         os.close(fd)
 
 
-def atomic_write_local(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old or the new file."""
+def atomic_write_local(path: str | os.PathLike, data: bytes | Callable[[BinaryIO], object]) -> None:
+    """Write to ``path`` so that readers see either the old or the new file, never a part.
+
+    ``data`` is the bytes, or a function that writes into the open binary handle (e.g.
+    ``lambda f: torch.save(state, f)``, which streams without a copy in memory).
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            if callable(data):
+                data(handle)
+            else:
+                handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, target)

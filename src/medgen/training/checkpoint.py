@@ -10,15 +10,14 @@ stored is tensors and plain Python values, never pickled objects.
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from medgen.datasets.atomic import atomic_write_local
 from medgen.training.errors import CheckpointError
 
 LATEST = "latest.pt"
@@ -33,19 +32,8 @@ def kept_name(step: int) -> str:
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write ``state`` to ``path`` atomically (temp file, fsync, rename, fsync dir)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        # The previous checkpoint at `path` is untouched; only drop our partial file.
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
+    # On failure the previous checkpoint at `path` is untouched; only the partial temp file goes.
+    atomic_write_local(path, lambda handle: torch.save(state, handle))
     return path
 
 
@@ -59,18 +47,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except Exception as exc:  # truncated or foreign file: say which one
         raise CheckpointError(f"checkpoint {path} could not be read: {exc}") from exc
 
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. platforms that cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def capture_rng_state() -> dict[str, Any]:
