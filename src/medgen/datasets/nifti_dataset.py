@@ -9,21 +9,12 @@ from __future__ import annotations
 import gzip
 import os
 import zlib
-from copy import deepcopy
-from pathlib import PurePosixPath
 from typing import Any
 
-import fsspec
 import nibabel as nib
-from kedro.io.core import (
-    AbstractVersionedDataset,
-    DatasetError,
-    Version,
-    get_filepath_str,
-    get_protocol_and_path,
-)
+from kedro.io.core import DatasetError, Version
 
-from medgen.datasets.atomic import atomic_write_bytes
+from medgen.datasets.file_dataset import VersionedFileDataset
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -77,8 +68,10 @@ def as_nifti1(image: nib.spatialimages.SpatialImage) -> nib.Nifti1Image:
     raise DatasetError(f"NiftiDataset can only save nibabel images, got {type(image).__name__}")
 
 
-class NiftiDataset(AbstractVersionedDataset[nib.Nifti1Image, nib.Nifti1Image]):
+class NiftiDataset(VersionedFileDataset[nib.Nifti1Image]):
     """Loads and saves a ``nibabel.Nifti1Image``; affine and header are preserved.
+
+    Files ending in ``.gz`` are gzip-compressed (level ``compression_level``, 1 by default).
 
     Example catalog entry::
 
@@ -98,52 +91,21 @@ class NiftiDataset(AbstractVersionedDataset[nib.Nifti1Image, nib.Nifti1Image]):
         compression_level: int = 1,
         metadata: dict[str, Any] | None = None,
     ) -> None:
-        protocol, path = get_protocol_and_path(str(filepath), version)
         self._compression_level = compression_level
-        fs_args = deepcopy(fs_args) or {}
-        if protocol == "file":
-            fs_args.setdefault("auto_mkdir", True)
-        self._protocol = protocol
-        self._fs = fsspec.filesystem(protocol, **(deepcopy(credentials) or {}), **fs_args)
-        self.metadata = metadata
         super().__init__(
-            filepath=PurePosixPath(path),
-            version=version,
-            exists_function=self._fs.exists,
-            glob_function=self._fs.glob,
+            filepath=filepath, version=version, credentials=credentials, fs_args=fs_args, metadata=metadata
         )
-
-    @property
-    def _compress(self) -> bool:
-        return str(self._filepath).endswith(".gz")
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": self._filepath, "protocol": self._protocol, "version": self._version}
 
     def load(self) -> nib.Nifti1Image:
-        load_path = get_filepath_str(self._get_load_path(), self._protocol)
         try:
-            with self._fs.open(load_path, "rb") as handle:
-                raw = handle.read()
+            path, raw = self._read_bytes()
         except FileNotFoundError as exc:
-            raise NiftiReadError(load_path, "file not found") from exc
-        return decode_nifti(raw, load_path)
+            raise NiftiReadError(self._load_path(), "file not found") from exc
+        return decode_nifti(raw, path)
 
     def save(self, data: nib.Nifti1Image) -> None:
-        save_path = get_filepath_str(self._get_save_path(), self._protocol)
-        atomic_write_bytes(self._fs, self._protocol, save_path, encode_nifti(as_nifti1(data), self._compress, self._compression_level))
-        self._invalidate_cache()
-
-    def _exists(self) -> bool:
-        try:
-            load_path = get_filepath_str(self._get_load_path(), self._protocol)
-        except DatasetError:
-            return False
-        return self._fs.exists(load_path)
-
-    def _release(self) -> None:
-        super()._release()
-        self._invalidate_cache()
-
-    def _invalidate_cache(self) -> None:
-        self._fs.invalidate_cache(get_filepath_str(self._filepath, self._protocol))
+        compress = str(self._filepath).endswith(".gz")
+        self._write_bytes(encode_nifti(as_nifti1(data), compress, self._compression_level))

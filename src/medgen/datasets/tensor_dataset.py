@@ -10,24 +10,15 @@ from __future__ import annotations
 import io
 import json
 import os
-from copy import deepcopy
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import Any
 
-import fsspec
 import torch
-from kedro.io.core import (
-    AbstractVersionedDataset,
-    DatasetError,
-    Version,
-    get_filepath_str,
-    get_protocol_and_path,
-)
+from kedro.io.core import DatasetError, Version
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 
-from medgen.datasets.atomic import atomic_write_bytes
+from medgen.datasets.file_dataset import VersionedFileDataset
 
 _METADATA_KEY = "medgen_metadata"
 
@@ -50,7 +41,7 @@ class TensorBundle:
         return lengths.pop() if lengths else 0
 
 
-class TensorDataset(AbstractVersionedDataset[TensorBundle, TensorBundle]):
+class TensorDataset(VersionedFileDataset[TensorBundle]):
     """Loads and saves a ``TensorBundle``.
 
     Args:
@@ -72,27 +63,15 @@ class TensorDataset(AbstractVersionedDataset[TensorBundle, TensorBundle]):
         self._format = format or ("torch" if filepath.endswith((".pt", ".pth")) else "safetensors")
         if self._format not in {"safetensors", "torch"}:
             raise DatasetError(f"TensorDataset format must be 'safetensors' or 'torch', got {self._format!r}")
-        protocol, path = get_protocol_and_path(filepath, version)
-        fs_args = deepcopy(fs_args) or {}
-        if protocol == "file":
-            fs_args.setdefault("auto_mkdir", True)
-        self._protocol = protocol
-        self._fs = fsspec.filesystem(protocol, **(deepcopy(credentials) or {}), **fs_args)
-        self.metadata = metadata
         super().__init__(
-            filepath=PurePosixPath(path),
-            version=version,
-            exists_function=self._fs.exists,
-            glob_function=self._fs.glob,
+            filepath=filepath, version=version, credentials=credentials, fs_args=fs_args, metadata=metadata
         )
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": self._filepath, "format": self._format, "version": self._version}
 
     def load(self) -> TensorBundle:
-        load_path = get_filepath_str(self._get_load_path(), self._protocol)
-        with self._fs.open(load_path, "rb") as handle:
-            raw = handle.read()
+        load_path, raw = self._read_bytes()
         try:
             if self._format == "safetensors":
                 return _from_safetensors(raw)
@@ -116,16 +95,7 @@ class TensorDataset(AbstractVersionedDataset[TensorBundle, TensorBundle]):
             buffer = io.BytesIO()
             torch.save({"tensors": tensors, "metadata": metadata_json}, buffer)
             raw = buffer.getvalue()
-        save_path = get_filepath_str(self._get_save_path(), self._protocol)
-        atomic_write_bytes(self._fs, self._protocol, save_path, raw)
-        self._fs.invalidate_cache(save_path)
-
-    def _exists(self) -> bool:
-        try:
-            load_path = get_filepath_str(self._get_load_path(), self._protocol)
-        except DatasetError:
-            return False
-        return self._fs.exists(load_path)
+        self._write_bytes(raw)
 
 
 def _from_safetensors(raw: bytes) -> TensorBundle:
