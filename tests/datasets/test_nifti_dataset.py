@@ -87,3 +87,12 @@ def test_failed_write_keeps_previous_file_and_leaves_no_temp(tmp_path: Path, mon
     monkeypatch.undo()
     assert np.asarray(dataset.load().dataobj).max() == 7
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.nii.gz"]
+
+
+def test_fsspec_memory_filesystem_round_trip():
+    """Non-local protocols go through fsspec (object stores publish whole objects)."""
+    data = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    dataset = NiftiDataset(filepath="memory://medgen-test/image.nii.gz")
+    dataset.save(nib.Nifti1Image(data, np.eye(4)))
+    assert dataset.exists()
+    np.testing.assert_array_equal(dataset.load().get_fdata(), data)

@@ -133,3 +133,11 @@ def test_empty_folder_is_an_error(tmp_path: Path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="No subject folders"):
         SubjectFolderDataset(path=str(tmp_path / "empty")).load()
+
+
+def test_fsspec_memory_filesystem_round_trip():
+    dataset = SubjectFolderDataset(path="memory://medgen-cohort", progress=False)
+    dataset.save({"S-1": LazySubject("fp", lambda: _payload(4.0))})
+    record = dataset.load()["S-1"]
+    assert record.fingerprint == "fp"
+    assert record.load("t1_pre").get_fdata().mean() == 4.0
