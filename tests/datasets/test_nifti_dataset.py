@@ -89,6 +89,15 @@ def test_failed_write_keeps_previous_file_and_leaves_no_temp(tmp_path: Path, mon
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.nii.gz"]
 
 
+def test_written_files_get_the_usual_permissions(tmp_path: Path):
+    """Atomic writes go through mkstemp (mode 0600); the result must honour the umask instead."""
+    path = tmp_path / "shared.nii.gz"
+    NiftiDataset(filepath=str(path)).save(nib.Nifti1Image(np.zeros((2, 2, 2), np.int16), np.eye(4)))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
 def test_fsspec_memory_filesystem_round_trip():
     """Non-local protocols go through fsspec (object stores publish whole objects)."""
     data = np.arange(24, dtype=np.float32).reshape(2, 3, 4)

@@ -17,6 +17,14 @@ from typing import BinaryIO
 import fsspec
 
 
+# mkstemp creates files readable by the owner only; published outputs should get the same
+# permissions as any file the user creates. The umask can only be read by setting it, so
+# do that once, at import, before any threads exist.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
+
+
 def fsync_directory(directory: str | os.PathLike) -> None:
     """Persist a rename: on POSIX the directory entry itself must be flushed."""
     try:
@@ -42,6 +50,7 @@ def atomic_write_local(path: str | os.PathLike, data: bytes | Callable[[BinaryIO
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), FILE_MODE)
             if callable(data):
                 data(handle)
             else:
