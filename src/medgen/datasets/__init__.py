@@ -1,6 +1,7 @@
 """Kedro datasets for medgen: NIfTI images, subject folders, and tensor bundles."""
 
 from medgen.datasets.nifti_dataset import NiftiDataset, NiftiReadError
+from medgen.datasets.optional_dataset import OptionalDataset
 from medgen.datasets.subject_folder_dataset import (
     LazySubject,
     SubjectFolderDataset,
@@ -14,6 +15,7 @@ __all__ = [
     "LazySubject",
     "NiftiDataset",
     "NiftiReadError",
+    "OptionalDataset",
     "SubjectFolderDataset",
     "SubjectPayload",
     "SubjectRecord",

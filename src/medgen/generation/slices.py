@@ -33,7 +33,10 @@ def resize_slices(bundle: TensorBundle, resolution: int) -> TensorBundle:
         return TensorBundle(dict(bundle.tensors), metadata)
     tensors = dict(bundle.tensors)
     tensors["images"] = F.interpolate(
-        images.float(), size=(resolution, resolution), mode="bilinear", antialias=True,
+        images.float(),
+        size=(resolution, resolution),
+        mode="bilinear",
+        antialias=True,
         align_corners=False,
     ).clamp(-1.0, 1.0)
     for key in LABEL_KEYS:

@@ -8,44 +8,27 @@ so data/ and mlflow.db are written there, never in the checkout.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from kedro.framework.session import KedroSession
-from kedro.framework.startup import bootstrap_project
 
 from medgen.datasets import TensorDataset
+from tests.kedro_project import make_project, run_pipeline
 
 REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("project")
-    shutil.copytree(REPO / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
-    (root / "conf" / "local").mkdir()
-    shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
-    (root / "src").mkdir()  # Kedro checks it exists; medgen itself is imported from the install
-    return root
+    return make_project(tmp_path_factory.mktemp("project"))
 
 
 def run(project: Path, monkeypatch, **params) -> float:
-    monkeypatch.chdir(project)
-    bootstrap_project(project)
     start = time.perf_counter()
-    try:
-        with KedroSession.create(project_path=project, env="test", runtime_params=params or None) as session:
-            session.run(pipeline_names=["data_processing"])
-    finally:
-        # kedro-mlflow re-enters its run once per node and closes it once: in a process
-        # that runs several sessions, close what is left so each run logs to its own.
-        while mlflow.active_run():
-            mlflow.end_run()
+    run_pipeline(project, "data_processing", params)
     return time.perf_counter() - start
 
 

@@ -1,4 +1,4 @@
-"""The `evaluation` pipeline (not built yet: empty, so `kedro run` skips it)."""
+"""The `evaluation` pipeline: honest metrics for every generated source, and report.html."""
 
 from medgen.pipelines.evaluation.pipeline import create_pipeline
 

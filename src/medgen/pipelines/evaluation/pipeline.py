@@ -1,7 +1,52 @@
-"""`evaluation`: registered now so the pipeline names are stable; nodes arrive with its issue."""
+"""``evaluation`` wiring: feature network -> metrics.json (+ MLflow) -> report.html.
 
-from kedro.pipeline import Pipeline
+Ordering in ``kedro run``: Kedro orders nodes only by dataset dependencies, and the
+generated samples are read through ``evaluation.generated_samples`` (a collection of
+every ``data/07_model_output/**/samples.safetensors``), a name no pipeline writes. So
+the metrics node also takes ``latent_diffusion.summary``, the last output of
+latent_diffusion: in ``__default__`` this makes evaluation wait for latent_diffusion;
+run alone (``--pipeline evaluation``) it is a free input read from disk. Both inputs
+are optional (see docs/evaluation.md): absent sources are reported as "not present".
+"""
+
+from kedro.pipeline import Pipeline, node
+
+from medgen.pipelines.evaluation import nodes
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    return Pipeline([])
+    return Pipeline(
+        [
+            node(
+                nodes.train_in_domain_feature_network,
+                ["slices_2d_train", "params:evaluation"],
+                "evaluation.in_domain_backbone",
+                name="train_in_domain_feature_network",
+            ),
+            node(
+                nodes.evaluate_generated_sources,
+                [
+                    "evaluation.generated_samples",
+                    "slices_2d_test",
+                    "slices_2d_train",
+                    "evaluation.in_domain_backbone",
+                    "latent_diffusion.summary",
+                    "params:evaluation",
+                ],
+                "evaluation.metrics",
+                name="evaluate_generated_sources",
+            ),
+            node(
+                nodes.build_evaluation_report,
+                [
+                    "evaluation.metrics",
+                    "evaluation.generated_samples",
+                    "slices_2d_test",
+                    "latent_diffusion.summary",
+                    "params:evaluation",
+                ],
+                "evaluation.report",
+                name="build_evaluation_report",
+            ),
+        ]
+    )

@@ -1,4 +1,5 @@
-"""The `latent_diffusion` pipeline (not built yet: empty, so `kedro run` skips it)."""
+"""The ``latent_diffusion`` pipeline: a mask model and a mask-conditioned image model, then
+generation with the chain (2D, pixel space). See docs/latent_diffusion.md."""
 
 from medgen.pipelines.latent_diffusion.pipeline import create_pipeline
 

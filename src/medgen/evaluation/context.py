@@ -1,0 +1,97 @@
+"""What every source evaluator shares: real data, FID backbones, LPIPS, segmenters.
+
+Real images are matched to each source: the channels it generated (by modality
+name) and its spatial size. Generated slices may be smaller than the real ones
+(e.g. 32x32 against 64x64); the real reference is then resized to the generated size
+with an antialiased bilinear filter (masks: area average, threshold 0.5), never the
+other way round, so no generated pixel is invented.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from medgen.datasets import TensorBundle
+from medgen.evaluation.networks import fit_segmenter, resize, resize_mask
+from medgen.metrics import FeatureBackbone, LPIPSScorer
+
+logger = logging.getLogger(__name__)
+
+
+def real_images(bundle: TensorBundle, names: list[str], size: tuple[int, ...]) -> torch.Tensor:
+    """The named modality channels of real slices, resized to ``size``."""
+    modalities = list(bundle.metadata.get("modalities", []))
+    missing = [n for n in names if n not in modalities]
+    if missing:
+        raise ValueError(f"generated channels {missing} are not real modalities {modalities}")
+    return resize(bundle["images"][:, [modalities.index(n) for n in names]], size)
+
+
+def real_masks(bundle: TensorBundle, size: tuple[int, ...]) -> torch.Tensor:
+    """Binary lesion masks (seg > 0) of real slices at ``size``."""
+    return resize_mask(bundle["seg"], size)
+
+
+REFERENCE_SLICES = ("all", "with_lesions")
+
+
+def select_reference(bundle: TensorBundle, which: str = "all") -> TensorBundle:
+    """The real reference slices: all, or only those with a lesion (seg > 0).
+
+    latent_diffusion trains and samples on lesion-bearing slices only (its masks are
+    redrawn until they hold a lesion), so comparing with every real slice, most of them
+    lesion-free, would measure the slice selection rather than the generator.
+    """
+    if which not in REFERENCE_SLICES:
+        raise ValueError(f"reference_slices must be one of {REFERENCE_SLICES}, got '{which}'")
+    if which == "all":
+        return bundle
+    keep = (bundle["seg"].flatten(1) > 0).any(dim=1)
+    return TensorBundle({k: v[keep] for k, v in bundle.tensors.items()}, dict(bundle.metadata))
+
+
+@dataclass
+class EvaluationContext:
+    """Shared state for one evaluation run (see module docstring).
+
+    ``backbones`` maps each requested FID backbone to the built network, or to the
+    message saying why it is unavailable (missing pretrained weights).
+    """
+
+    reference: TensorBundle  # real held-out slices the generated ones are compared with
+    train: TensorBundle  # real training slices (segmenters are trained on them)
+    backbones: dict[str, FeatureBackbone | str]
+    lpips: LPIPSScorer
+    params: Mapping[str, Any]
+    seed: int = 0
+    segmenters: dict[tuple, tuple[torch.nn.Module, dict[str, Any]]] = field(default_factory=dict)
+
+    def real_images(self, names: list[str], size: tuple[int, ...], split: str = "reference") -> torch.Tensor:
+        """Real slices of the named modalities at ``size``, from the reference or train split."""
+        return real_images(self.reference if split == "reference" else self.train, names, size)
+
+    def real_masks(self, size: tuple[int, ...], split: str = "reference") -> torch.Tensor:
+        """Binary lesion masks (seg > 0) of the reference or train split at ``size``."""
+        return real_masks(self.reference if split == "reference" else self.train, size)
+
+    def segmenter(self, names: list[str], size: tuple[int, ...]) -> tuple[torch.nn.Module, dict[str, Any]]:
+        """A segmenter for these channels at this size, trained once per run and reused."""
+        key = (tuple(names), tuple(size))
+        if key not in self.segmenters:
+            logger.info("evaluation: training the fidelity segmenter for %s at %s", names, size)
+            self.segmenters[key] = fit_segmenter(
+                self.real_images(names, size, "train"),
+                self.real_masks(size, "train"),
+                self.params.get("fidelity", {}),
+                seed=self.seed,
+            )
+        return self.segmenters[key]
+
+    @property
+    def max_generated(self) -> int | None:
+        return self.params.get("max_generated")

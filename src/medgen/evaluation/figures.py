@@ -1,0 +1,109 @@
+"""PNG figures for the report, returned as bytes so the HTML can embed them (base64).
+
+matplotlib runs on its non-interactive Agg backend: no display, no network.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _to_uint8(images: torch.Tensor) -> np.ndarray:
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+
+
+def image_grid(rows: Sequence[torch.Tensor], scale: int = 2, gap: int = 2) -> bytes:
+    """PNG of rows of grayscale images; each row a [K, H, W] tensor in [-1, 1]."""
+    height, width = rows[0].shape[-2:]
+    columns = max(len(r) for r in rows)
+    canvas = np.full(
+        (len(rows) * (height + gap) - gap, columns * (width + gap) - gap), 255, dtype=np.uint8
+    )
+    for r, row in enumerate(rows):
+        for c, image in enumerate(_to_uint8(row)):
+            canvas[r * (height + gap) : r * (height + gap) + height, c * (width + gap) : c * (width + gap) + width] = image
+    picture = Image.fromarray(canvas).resize((canvas.shape[1] * scale, canvas.shape[0] * scale), Image.NEAREST)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def comparison_rows(
+    generated: torch.Tensor, masks: torch.Tensor | None, real: torch.Tensor, k: int
+) -> tuple[list[torch.Tensor], list[str]]:
+    """Rows (generated channels, their masks, real channels) and their labels."""
+    rows, labels = [], []
+    for c in range(generated.shape[1]):
+        rows.append(generated[:k, c])
+        labels.append(f"generated channel {c}")
+    if masks is not None:
+        rows.append(masks[:k, 0] * 2 - 1)
+        labels.append("conditioning mask")
+    for c in range(real.shape[1]):
+        rows.append(real[:k, c])
+        labels.append(f"real channel {c}")
+    return rows, labels
+
+
+def metric_bars(records: Sequence[Mapping[str, Any]], title: str) -> bytes | None:
+    """One small panel per ok metric: generated value beside its real floor."""
+    ok = [r for r in records if r["status"] == "ok" and isinstance(r["value"], int | float)]
+    if not ok:
+        return None
+    figure, axes = plt.subplots(1, len(ok), figsize=(2.4 * len(ok), 2.6), squeeze=False)
+    for axis, record in zip(axes[0], ok, strict=True):
+        floor = record["floor"] if isinstance(record["floor"], int | float) else 0.0
+        axis.bar(["generated", "real floor"], [record["value"], floor], color=["tab:blue", "tab:gray"])
+        axis.set_title(f"{record['metric']}\n{record['backbone'].split(' ')[0]}", fontsize=8)
+        axis.tick_params(labelsize=7)
+    figure.suptitle(title, fontsize=9, y=1.08)
+    return _png(figure)
+
+
+def find_histories(summary: Any, path: str = "") -> dict[str, list[Mapping[str, Any]]]:
+    """Every ``history`` list of loss records in a (nested) summary, keyed by where it sits."""
+    found: dict[str, list] = {}
+    if isinstance(summary, Mapping):
+        for key, value in summary.items():
+            label = f"{path}/{key}" if path else str(key)
+            if key == "history" and isinstance(value, list) and any(
+                isinstance(r, Mapping) and "loss" in r for r in value
+            ):
+                found[path or "run"] = value
+            else:
+                found |= find_histories(value, label)
+    return found
+
+
+def loss_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]]) -> bytes | None:
+    """Training loss per step (records of kind 'step', else any record with a loss)."""
+    if not histories:
+        return None
+    figure, axis = plt.subplots(figsize=(6, 3))
+    for label, history in histories.items():
+        steps = [r for r in history if r.get("kind", "step") == "step" and "loss" in r]
+        steps = steps or [r for r in history if "loss" in r]
+        x = [r.get("step", i) for i, r in enumerate(steps)]
+        axis.plot(x, [r["loss"] for r in steps], label=label)
+    axis.set_xlabel("step")
+    axis.set_ylabel("training loss")
+    axis.set_yscale("log")
+    axis.legend(fontsize=7)
+    return _png(figure)

@@ -1,0 +1,166 @@
+"""One generation run of the chain, from two model bundles to everything written to disk."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from PIL import Image
+
+from medgen.datasets import TensorBundle
+from medgen.generation.chain import generate_chain, sampler_settings
+from medgen.generation.figures import real_examples
+from medgen.generation.grids import sample_grid, side_by_side, titled
+from medgen.generation.model_bundle import load_diffusion_model
+from medgen.generation.outputs import nifti_files, samples_bundle
+
+#: ``generation`` parameters and their defaults.
+GENERATION_DEFAULTS: dict[str, Any] = {
+    "n_images": 16,
+    "batch_size": 16,
+    "seed": 0,
+    "mask_num_steps": None,  # None: the strategy's default (rflow 30 Euler, DDIM 50)
+    "image_num_steps": None,
+    "guidance_scale": 1.0,
+    "use_ema": True,
+    "min_lesion_pixels": 1,  # redraw masks with fewer lesion pixels ...
+    "max_mask_rounds": 3,  # ... for at most this many sampling rounds
+    "grid_columns": 4,
+    "write_nifti": True,
+}
+
+
+@dataclass
+class GenerationOutputs:
+    """Keyed by ``<combination>/...`` for the partitioned datasets of the catalog."""
+
+    samples: dict[str, TensorBundle] = field(default_factory=dict)
+    niftis: dict[str, Any] = field(default_factory=dict)
+    grids: dict[str, Image.Image] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def generation_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    unknown = sorted(set(options or {}) - set(GENERATION_DEFAULTS))
+    if unknown:
+        raise ValueError(f"latent_diffusion.generation: unknown key(s) {unknown}")
+    return {**GENERATION_DEFAULTS, **dict(options or {})}
+
+
+def lesion_fraction(masks: torch.Tensor) -> float:
+    return round(float((masks > 0).float().mean()), 5)
+
+
+def generate_outputs(
+    mask_bundle: TensorBundle,
+    image_bundle: TensorBundle,
+    real_slices: TensorBundle,
+    options: Mapping[str, Any] | None = None,
+) -> GenerationOutputs:
+    """Run the chain and build samples bundles, NIfTI files, grids and a report.
+
+    ``real_slices`` (already at the models' resolution) give the comparison grid.
+    """
+    opts = generation_options(options)
+    mask_task, mask_model = load_diffusion_model(mask_bundle, opts["use_ema"])
+    image_task, image_model = load_diffusion_model(image_bundle, opts["use_ema"])
+    resolution = mask_bundle.metadata["resolution"]
+    if image_bundle.metadata["resolution"] != resolution:
+        raise ValueError(
+            f"the mask model was trained at {resolution}², the image model at "
+            f"{image_bundle.metadata['resolution']}²: the chain needs one resolution"
+        )
+    n = int(opts["n_images"])
+    chain = generate_chain(
+        mask_task,
+        mask_model,
+        image_task,
+        image_model,
+        n,
+        spatial_shape=(resolution, resolution),
+        batch_size=int(opts["batch_size"]),
+        seed=int(opts["seed"]),
+        mask_num_steps=opts["mask_num_steps"],
+        image_num_steps=opts["image_num_steps"],
+        guidance_scale=float(opts["guidance_scale"]),
+        min_lesion_pixels=int(opts["min_lesion_pixels"]),
+        max_mask_rounds=int(opts["max_mask_rounds"]),
+    )
+    mask_combo = mask_bundle.metadata["combination"]
+    image_combo = image_bundle.metadata["combination"]
+    spacing = image_bundle.metadata.get("pixel_spacing_mm")
+    source = {
+        "masks": {
+            "combination": mask_combo,
+            "steps": mask_bundle.metadata.get("steps"),
+            "weights": "ema" if opts["use_ema"] else "raw",
+        },
+        "images": {
+            "combination": image_combo,
+            "steps": image_bundle.metadata.get("steps"),
+            "weights": "ema" if opts["use_ema"] else "raw",
+        },
+    }
+    out = GenerationOutputs()
+    samplers = {}
+    for combo, task, images, steps, guidance in (
+        (mask_combo, mask_task, chain.mask_values, opts["mask_num_steps"], 1.0),
+        (image_combo, image_task, chain.images, opts["image_num_steps"], opts["guidance_scale"]),
+    ):
+        sampler, num_steps = sampler_settings(task, steps)
+        samplers[combo] = {"sampler": sampler, "num_steps": num_steps}
+        out.samples[combo] = samples_bundle(
+            images,
+            chain.masks,
+            strategy=task.strategy.name,
+            mode=task.mode.name,
+            target_names=task.mode.target_names,
+            sampler=sampler,
+            num_steps=num_steps,
+            guidance_scale=guidance,
+            seed=int(opts["seed"]),
+            pixel_spacing_mm=spacing,
+            source_models=source,
+        )
+        if opts["write_nifti"]:
+            out.niftis.update(nifti_files(combo, out.samples[combo]))
+
+    columns = int(opts["grid_columns"])
+    real_images, real_masks = real_examples(real_slices, image_task, n)
+    generated = titled(
+        sample_grid(chain.images, chain.masks, columns),
+        f"generated: {mask_combo} masks -> {image_combo} images",
+    )
+    real = titled(sample_grid(real_images, real_masks, columns), "real validation slices")
+    out.grids = {
+        f"{mask_combo}/grid_generated": sample_grid(None, chain.masks, columns * 2),
+        f"{image_combo}/grid_generated": generated,
+        f"{image_combo}/grid_real": real,
+        f"{image_combo}/grid_comparison": side_by_side(generated, real),
+    }
+    empty = int((chain.masks.flatten(1).sum(1) == 0).sum())
+    out.report = {
+        "mask_combination": mask_combo,
+        "image_combination": image_combo,
+        "n_images": n,
+        "resolution": resolution,
+        "pixel_spacing_mm": spacing,
+        "samplers": samplers,
+        "guidance_scale": float(opts["guidance_scale"]),
+        "seed": int(opts["seed"]),
+        "weights": "ema" if opts["use_ema"] else "raw",
+        "empty_masks": empty,
+        "mask_sampling_rounds": chain.mask_rounds,
+        "lesion_fraction": {
+            "generated": lesion_fraction(chain.masks),
+            "real_lesion_slices": lesion_fraction(real_masks),
+        },
+        "files": {
+            "samples": sorted(out.samples),
+            "nifti": len(out.niftis),
+            "grids": sorted(out.grids),
+        },
+    }
+    return out

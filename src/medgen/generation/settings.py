@@ -1,0 +1,88 @@
+"""Resolving the ``latent_diffusion`` parameters into what one model of the chain needs.
+
+The parameters hold shared defaults (strategy, resolution, backbone, training, ...) and one
+block per role of the chain (``masks``, ``images``) naming its mode and overriding single
+keys. The merge happens here rather than with YAML anchors, so an environment
+(``conf/cluster``) or ``--params`` that changes a shared default reaches both models.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROLES = ("masks", "images")
+OVERRIDABLE = ("backbone", "training", "strategies")
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``base`` with ``override``'s keys replaced recursively (neither is modified)."""
+    out = copy.deepcopy(dict(base))
+    for key, value in (override or {}).items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Everything one training node needs, resolved from shared + role parameters."""
+
+    role: str
+    strategy: str
+    mode: str
+    task_config: dict[str, Any]
+    backbone: dict[str, Any]
+    training: dict[str, Any]
+    resolution: int
+    train_slices: str
+    resources: dict[str, Any]
+    torch_threads: int | None
+    checkpoint_dir: Path
+    resume: bool
+
+    @property
+    def combination(self) -> str:
+        return f"{self.strategy}_{self.mode}"
+
+
+def model_settings(
+    settings: Mapping[str, Any], role: str, modalities: Sequence[str]
+) -> ModelSettings:
+    """Merge the ``role`` block over the shared ``latent_diffusion`` parameters."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+    role_params = dict(settings.get(role) or {})
+    unknown = sorted(set(role_params) - {"mode", "strategy", "train_slices", *OVERRIDABLE})
+    if unknown:
+        raise ValueError(f"latent_diffusion.{role}: unknown key(s) {unknown}")
+    if "mode" not in role_params:
+        raise ValueError(f"latent_diffusion.{role}.mode is required")
+    merged = {k: deep_merge(settings.get(k) or {}, role_params.get(k)) for k in OVERRIDABLE}
+    strategy = str(role_params.get("strategy") or settings["strategy"])
+    mode = str(role_params["mode"])
+    task_config = {
+        "strategy": {"name": strategy, **(merged["strategies"].get(strategy) or {})},
+        "mode": mode,
+        "modalities": [str(m) for m in modalities],
+        "space": {"name": "pixel"},
+    }
+    return ModelSettings(
+        role=role,
+        strategy=strategy,
+        mode=mode,
+        task_config=task_config,
+        backbone=merged["backbone"],
+        training=merged["training"],
+        resolution=int(settings["resolution"]),
+        train_slices=str(role_params.get("train_slices", "all")),
+        resources=dict(settings.get("resources") or {}),
+        torch_threads=settings.get("torch_threads"),
+        checkpoint_dir=Path(settings["checkpoint_root"]) / f"{strategy}_{mode}" / "checkpoints",
+        resume=bool(settings.get("resume", True)),
+    )

@@ -1,0 +1,180 @@
+"""Training one diffusion model through the medgen engine, with 1..N workers.
+
+`train_diffusion_model` is what the Kedro node calls. It writes the prepared slices next
+to the checkpoints and hands the workers a `JobSpec` naming `build_training_task` and that
+file: workers load data themselves, tensors never travel through the launcher
+(docs/cluster.md). Only rank 0's result comes back.
+
+Resuming: the engine continues ``checkpoints/latest.pt`` when one exists. That is only
+right for the same network and data, so a ``job.json`` records what the checkpoints were
+trained on; when it differs (another resolution, backbone, strategy, data) the old
+checkpoints are moved to ``checkpoints.stale/`` and training starts afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medgen.datasets import TensorBundle, TensorDataset
+from medgen.diffusion import build_task
+from medgen.generation.slices import SliceDataset
+from medgen.training import (
+    JobSpec,
+    MlflowCallback,
+    Resources,
+    TrainingConfig,
+    TrainingResult,
+    TrainingTask,
+    launch,
+    load_checkpoint,
+    run_training_job,
+)
+from medgen.training.checkpoint import LATEST
+
+log = logging.getLogger(__name__)
+
+FACTORY = "medgen.generation.training_job:build_training_task"
+DATA_FILE = "train_slices.safetensors"
+JOB_FILE = "job.json"
+
+
+@dataclass
+class DiffusionTrainingRun:
+    """Rank 0's `TrainingResult`, the step it resumed from (0: fresh) and the wall time."""
+
+    result: TrainingResult
+    resumed_from_step: int
+    seconds: float
+
+
+def latest_step(checkpoint_dir: Path) -> int:
+    """Optimizer step of ``checkpoint_dir/latest.pt`` (0 when there is none)."""
+    path = checkpoint_dir / LATEST
+    if not path.is_file():
+        return 0
+    return int(load_checkpoint(path, map_location="cpu")["step"])
+
+
+def build_training_task(
+    data_path: str,
+    task_config: dict[str, Any],
+    backbone: dict[str, Any],
+    seed: int,
+    mlflow_prefix: str,
+    torch_threads: int | None = None,
+) -> TrainingTask:
+    """`JobSpec` factory, run in every worker: data from ``data_path``, a fresh network."""
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+    bundle = TensorDataset(filepath=data_path).load()
+    task = build_task(task_config)
+    torch.manual_seed(seed)  # the same initial weights on every rank and every re-run
+    model = task.build_model(backbone)
+    callback = MlflowCallback(
+        prefix=mlflow_prefix, artifact_path=f"latent_diffusion/{mlflow_prefix}"
+    )
+    return TrainingTask(
+        model=model, loss_fn=task.loss, train_data=SliceDataset(bundle), callbacks=[callback]
+    )
+
+
+def threads_per_worker(resources: Resources, requested: int | None) -> int | None:
+    """Explicit ``torch_threads``, or the node's cores split between its workers (None: one
+    worker keeps torch's default, which is already one thread per core)."""
+    if requested:
+        return int(requested)
+    if resources.nproc_per_node == 1:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // resources.nproc_per_node)
+
+
+def data_fingerprint(bundle: TensorBundle) -> str:
+    """Short hash of the training tensors (what a checkpoint's data position refers to)."""
+    digest = hashlib.sha1()
+    for key in ("images", "seg"):
+        tensor = bundle[key].contiguous()
+        digest.update(f"{key}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def prepare_checkpoint_dir(checkpoint_dir: Path, job: Mapping[str, Any]) -> bool:
+    """Create ``checkpoint_dir`` for ``job``; return whether its checkpoints belong to it."""
+    job_file = checkpoint_dir / JOB_FILE
+    if checkpoint_dir.is_dir() and job_file.is_file():
+        if json.loads(job_file.read_text()) == json.loads(json.dumps(job)):
+            return True
+        stale = checkpoint_dir.with_name(checkpoint_dir.name + ".stale")
+        log.warning(
+            "%s was trained with another configuration or data: moved to %s, training afresh",
+            checkpoint_dir,
+            stale,
+        )
+        shutil.rmtree(stale, ignore_errors=True)
+        checkpoint_dir.rename(stale)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    job_file.write_text(json.dumps(job, indent=2, sort_keys=True))
+    return False
+
+
+def train_diffusion_model(
+    slices: TensorBundle,
+    *,
+    task_config: Mapping[str, Any],
+    backbone: Mapping[str, Any],
+    training: Mapping[str, Any],
+    resources: Mapping[str, Any] | None,
+    checkpoint_dir: str | Path,
+    resume: bool = True,
+    torch_threads: int | None = None,
+) -> DiffusionTrainingRun | None:
+    """Train a network for ``task_config`` on ``slices``; rank 0's run (None on other nodes).
+
+    Metrics go to the active MLflow run as ``<strategy>_<mode>/loss`` etc.
+    """
+    config = TrainingConfig.from_dict(training)
+    build_task(task_config)  # fail here, in the node, on a bad strategy/mode config
+    res = Resources.from_dict(resources)
+    checkpoint_dir = Path(checkpoint_dir)
+    job = {
+        "task": dict(task_config),
+        "backbone": dict(backbone),
+        "spatial_shape": list(slices["images"].shape[1:]),
+        "data": data_fingerprint(slices),
+    }
+    start = time.perf_counter()
+    resumable = prepare_checkpoint_dir(checkpoint_dir, job) and resume
+    resumed_from = latest_step(checkpoint_dir) if resumable else 0
+    data_path = checkpoint_dir / DATA_FILE
+    TensorDataset(filepath=str(data_path)).save(slices)
+    prefix = f"{task_config['strategy']['name']}_{task_config['mode']}"
+    spec = JobSpec(
+        factory=FACTORY,
+        config=config.to_dict(),
+        factory_kwargs={
+            "data_path": str(data_path),
+            "task_config": json.loads(json.dumps(task_config)),
+            "backbone": json.loads(json.dumps(backbone)),
+            "seed": config.seed,
+            "mlflow_prefix": prefix,
+            "torch_threads": threads_per_worker(res, torch_threads),
+        },
+        checkpoint_dir=str(checkpoint_dir),
+        resume=resumable,
+    )
+    result = launch(run_training_job, spec, res, log_dir=checkpoint_dir.parent / "worker_logs")
+    if result is None:
+        return None
+    return DiffusionTrainingRun(result, resumed_from, time.perf_counter() - start)

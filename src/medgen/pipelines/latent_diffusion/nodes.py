@@ -1,0 +1,158 @@
+"""``latent_diffusion`` nodes: thin calls into `medgen.generation`.
+
+Outputs keyed by combination (``<strategy>_<mode>``) are dicts saved by partitioned
+datasets, so each combination lands in its own folder and runs with other combinations
+add to, rather than replace, what is on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+from medgen import generation as G
+from medgen import runtime
+from medgen.datasets import TensorBundle
+from medgen.diffusion import build_task
+from medgen.generation import figures
+from medgen.training import TrainingConfig, lr_range_test
+
+log = logging.getLogger(__name__)
+Partitions = Mapping[str, Callable[[], Any]]
+
+
+def train_diffusion_model(
+    slices: TensorBundle, settings: dict[str, Any], role: str
+) -> tuple[dict[str, TensorBundle], dict[str, dict], dict[str, Any]]:
+    """Train the ``role`` model of the chain; returns its model, report and figures."""
+    s = G.model_settings(settings, role, slices.metadata["modalities"])
+    data = G.prepare_slices(slices, s.resolution, s.train_slices)
+    log.info(
+        "training %s on %d slices at %d² (torch threads %d)",
+        s.combination,
+        len(data),
+        s.resolution,
+        torch.get_num_threads(),
+    )
+    run = G.train_diffusion_model(
+        data,
+        task_config=s.task_config,
+        backbone=s.backbone,
+        training=s.training,
+        resources=s.resources,
+        checkpoint_dir=s.checkpoint_dir,
+        resume=s.resume,
+        torch_threads=s.torch_threads,
+    )
+    if run is None:  # another node of a multi-node job: the first node saves
+        return {}, {}, {}
+    info = {
+        "resolution": s.resolution,
+        "pixel_spacing_mm": data.metadata.get("pixel_spacing_mm"),
+        "steps": run.result.steps,
+        "training": run.result.config,
+    }
+    bundle = G.to_model_bundle(
+        run.result.model_state,
+        run.result.ema_state,
+        task_config=s.task_config,
+        backbone=s.backbone,
+        info=info,
+    )
+    report = G.training_report(
+        run.result,
+        combination=s.combination,
+        role=role,
+        seconds=run.seconds,
+        train_slices=len(data),
+        resolution=s.resolution,
+        steps_before=run.resumed_from_step,
+    )
+    task, model = G.load_diffusion_model(bundle)
+    plots = {
+        f"{s.combination}/loss_curve": figures.loss_curve_image(run.result.history),
+        f"{s.combination}/training_preview": figures.training_preview(task, model, data),
+    }
+    figures.log_images_to_mlflow(plots, f"latent_diffusion/{s.combination}")
+    return {s.combination: bundle}, {s.combination: report}, plots
+
+
+def find_learning_rate(
+    slices: TensorBundle, settings: dict[str, Any], role: str
+) -> tuple[dict[str, Any], dict[str, dict]]:
+    """LR range test of the ``role`` model when ``lr_finder.enabled`` (else writes nothing)."""
+    options = dict(settings.get("lr_finder") or {})
+    if not options.pop("enabled", False):
+        log.info("lr_finder.enabled is false: skipping the LR range test for %s", role)
+        return {}, {}
+    s = G.model_settings(settings, role, slices.metadata["modalities"])
+    task = build_task(s.task_config)
+    torch.manual_seed(TrainingConfig.from_dict(s.training).seed)
+    result = lr_range_test(
+        task.build_model(s.backbone),
+        task.loss,
+        G.SliceDataset(G.prepare_slices(slices, s.resolution, s.train_slices)),
+        TrainingConfig.from_dict(s.training),
+        **options,
+    )
+    name = f"lr_range_test_{s.combination}"
+    plot = figures.lr_range_test_image(result)
+    figures.log_images_to_mlflow({name: plot}, f"latent_diffusion/{s.combination}")
+    suggestion = {
+        "combination": s.combination,
+        "suggested_lr": result.suggested_lr,
+        "diverged_lr": result.diverged_lr,
+        "configured_lr": s.training.get("lr"),
+        "lrs": result.lrs,
+        "smoothed_losses": result.losses,
+        **options,
+    }
+    return {name: plot}, {name: suggestion}
+
+
+def generate_samples(
+    mask_models: Partitions,
+    image_models: Partitions,
+    real_slices: TensorBundle,
+    settings: dict[str, Any],
+) -> tuple[dict[str, TensorBundle], dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Masks from the mask model, images from the image model conditioned on them."""
+    start = time.perf_counter()
+    modalities = real_slices.metadata["modalities"]
+    mask_s = G.model_settings(settings, "masks", modalities)
+    image_s = G.model_settings(settings, "images", modalities)
+    options = dict(settings["generation"])
+    bundles = {}
+    for s, models in ((mask_s, mask_models), (image_s, image_models)):
+        if s.combination not in models:
+            raise KeyError(
+                f"no trained model {s.combination!r} in data/06_models/latent_diffusion "
+                f"(found {sorted(models)}): run the training nodes first"
+            )
+        bundles[s.combination] = models[s.combination]()
+    result = G.generate_outputs(
+        bundles[mask_s.combination],
+        bundles[image_s.combination],
+        G.resize_slices(real_slices, mask_s.resolution),
+        options,
+    )
+    result.report["seconds"] = round(time.perf_counter() - start, 2)
+    figures.log_images_to_mlflow(
+        {k.replace("/", "_"): v for k, v in result.grids.items()}, "latent_diffusion/generation"
+    )
+    return result.samples, result.niftis, result.grids, result.report
+
+
+def summarise_run(
+    mask_reports: Partitions, image_reports: Partitions, generation_report: dict[str, Any]
+) -> dict[str, Any]:
+    """``summary.json`` for this run's two combinations."""
+    trainings = [
+        mask_reports[generation_report["mask_combination"]](),
+        image_reports[generation_report["image_combination"]](),
+    ]
+    return G.run_summary(trainings, generation_report, runtime.seconds_since_run_start())

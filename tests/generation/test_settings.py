@@ -1,0 +1,58 @@
+"""Shared latent_diffusion parameters and per-role overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from medgen.generation import deep_merge, model_settings
+from tests.generation.synthetic_slices import MODALITIES
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def base_parameters() -> dict:
+    text = (REPO / "conf/base/parameters_latent_diffusion.yml").read_text()
+    return yaml.safe_load(text)["latent_diffusion"]
+
+
+def test_role_blocks_override_single_keys_of_the_shared_defaults():
+    params = base_parameters()
+    params["masks"]["training"] = {"max_steps": 7}
+    params["images"]["strategy"] = "ddpm"
+    masks = model_settings(params, "masks", MODALITIES)
+    images = model_settings(params, "images", MODALITIES)
+    assert masks.combination == "rflow_seg" and images.combination == "ddpm_bravo"
+    assert masks.training["max_steps"] == 7 and images.training["max_steps"] == 800
+    assert masks.training["lr"] == images.training["lr"]  # the rest comes from the defaults
+    assert images.task_config["strategy"] == {
+        "name": "ddpm",
+        "sampler": "ddim",
+        "num_inference_steps": 50,
+    }
+    assert masks.train_slices == "with_lesions" and images.train_slices == "all"
+    assert images.checkpoint_dir == Path("data/06_models/latent_diffusion/ddpm_bravo/checkpoints")
+
+
+def test_a_changed_shared_key_reaches_both_roles():
+    params = deep_merge(base_parameters(), {"training": {"batch_size": 4}, "resolution": 16})
+    for role in ("masks", "images"):
+        settings = model_settings(params, role, MODALITIES)
+        assert settings.training["batch_size"] == 4 and settings.resolution == 16
+
+
+def test_unknown_keys_and_roles_fail_loudly():
+    params = base_parameters()
+    params["images"]["trainig"] = {}
+    with pytest.raises(ValueError, match="trainig"):
+        model_settings(params, "images", MODALITIES)
+    with pytest.raises(ValueError, match="role"):
+        model_settings(params, "labels", MODALITIES)
+
+
+def test_deep_merge_does_not_modify_its_inputs():
+    base = {"a": {"b": 1, "c": 2}}
+    merged = deep_merge(base, {"a": {"b": 5}})
+    assert merged == {"a": {"b": 5, "c": 2}} and base == {"a": {"b": 1, "c": 2}}

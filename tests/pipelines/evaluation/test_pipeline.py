@@ -1,0 +1,34 @@
+"""evaluation wiring: runs after latent_diffusion in `kedro run`, thin nodes."""
+
+from __future__ import annotations
+
+from kedro.framework.project import configure_project, pipelines
+
+from medgen.pipelines.evaluation import create_pipeline
+
+
+def test_evaluation_runs_after_latent_diffusion_in_default():
+    configure_project("medgen")
+    order = [n.name for n in pipelines["__default__"].nodes]  # topological order
+    assert order.index("evaluate_generated_sources") > order.index("latent_diffusion.summarise_run")
+    assert order.index("evaluate_generated_sources") > order.index("latent_diffusion.generate_samples")
+
+
+def test_pipeline_outputs():
+    assert create_pipeline().all_outputs() == {
+        "evaluation.in_domain_backbone",
+        "evaluation.metrics",
+        "evaluation.report",
+    }
+
+
+def test_nodes_with_nothing_generated_give_metrics_and_report():
+    from medgen.pipelines.evaluation import nodes
+    from tests.evaluation.evaluation_helpers import TINY_PARAMS, real_slices
+
+    train, test = real_slices(16, seed=0), real_slices(8, seed=1)
+    network = nodes.train_in_domain_feature_network(train, TINY_PARAMS)
+    metrics = nodes.evaluate_generated_sources(None, test, train, network, None, TINY_PARAMS)
+    assert {s["status"] for s in metrics["sources"]} == {"not present"}
+    page = nodes.build_evaluation_report(metrics, None, test, None, TINY_PARAMS)
+    assert page.count('class="absent">not present') == 2 and "summary not present" in page
