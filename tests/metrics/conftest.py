@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.torch_threads import single_torch_thread  # noqa: F401  (autouse fixture)
+
 
 def make_slices(
     n: int, size: int = 32, seed: int = 0, lesion: bool = True
@@ -28,16 +30,6 @@ def make_slices(
         img += rng.normal(0, 0.03, img.shape)
         images[i, 0] = np.clip(img, -1, 1)
     return torch.from_numpy(images), torch.from_numpy(masks)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def single_torch_thread():
-    """One intra-op thread: on a small shared CPU box two threads oversubscribe the cores
-    and made tiny-network training here several times slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")
