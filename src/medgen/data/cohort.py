@@ -10,7 +10,7 @@ seeded by (cohort seed, subject index), so subject k is the same whatever the co
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import nibabel as nib
@@ -73,7 +73,6 @@ class CohortConfig:
     inpainting_radius_mm: tuple[float, float] = (8.0, 14.0)
     growth_length_mm: tuple[float, float] = (6.0, 12.0)
     intensity_scale: float = 1000.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> CohortConfig:

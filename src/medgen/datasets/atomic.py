@@ -16,7 +16,6 @@ from typing import BinaryIO
 
 import fsspec
 
-
 # mkstemp creates files readable by the owner only; published outputs should get the same
 # permissions as any file the user creates. The umask can only be read by setting it, so
 # do that once, at import, before any threads exist.

@@ -22,6 +22,21 @@ from medgen.datasets.atomic import atomic_write_bytes
 T = TypeVar("T")
 
 
+def open_filesystem(
+    path: str | os.PathLike,
+    credentials: dict[str, Any] | None = None,
+    fs_args: dict[str, Any] | None = None,
+    version: Version | None = None,
+) -> tuple[str, str, fsspec.AbstractFileSystem]:
+    """``(protocol, path without protocol, filesystem)`` for a catalog path; local
+    filesystems create missing parent folders on write."""
+    protocol, bare_path = get_protocol_and_path(str(path), version)
+    fs_args = deepcopy(fs_args) or {}
+    if protocol == "file":
+        fs_args.setdefault("auto_mkdir", True)
+    return protocol, bare_path, fsspec.filesystem(protocol, **(deepcopy(credentials) or {}), **fs_args)
+
+
 class VersionedFileDataset(AbstractVersionedDataset[T, T], Generic[T]):
     """One file on any fsspec filesystem, optionally versioned, written atomically."""
 
@@ -34,12 +49,7 @@ class VersionedFileDataset(AbstractVersionedDataset[T, T], Generic[T]):
         fs_args: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
-        protocol, path = get_protocol_and_path(str(filepath), version)
-        fs_args = deepcopy(fs_args) or {}
-        if protocol == "file":
-            fs_args.setdefault("auto_mkdir", True)
-        self._protocol = protocol
-        self._fs = fsspec.filesystem(protocol, **(deepcopy(credentials) or {}), **fs_args)
+        self._protocol, path, self._fs = open_filesystem(filepath, credentials, fs_args, version)
         self.metadata = metadata
         super().__init__(
             filepath=PurePosixPath(path),

@@ -11,7 +11,9 @@ import os
 import zlib
 from typing import Any
 
+import fsspec
 import nibabel as nib
+import numpy as np
 from kedro.io.core import DatasetError, Version
 
 from medgen.datasets.file_dataset import VersionedFileDataset
@@ -41,12 +43,25 @@ def decode_nifti(raw: bytes, source: str) -> nib.Nifti1Image:
         image = nib.Nifti1Image.from_bytes(raw)
     except Exception as exc:  # nibabel raises several types for bad headers
         raise NiftiReadError(source, f"not a NIfTI-1 image ({type(exc).__name__}: {exc})") from exc
-    try:
-        # from_bytes is lazy: reading the voxels finds a short data block now, not later.
-        image.get_fdata(dtype="float32")
-    except Exception as exc:
-        raise NiftiReadError(source, f"truncated voxel data ({exc})") from exc
+    # from_bytes is lazy: compare the voxel block's expected end with the bytes present,
+    # so a short file fails here, by name, without decoding every volume eagerly.
+    header = image.header
+    expected = int(header.get_data_offset()) + int(np.prod(header.get_data_shape())) * header.get_data_dtype().itemsize
+    if len(raw) < expected:
+        raise NiftiReadError(source, f"truncated voxel data ({len(raw)} bytes, the header needs {expected})")
     return image
+
+
+def read_nifti(fs: fsspec.AbstractFileSystem, path: str) -> nib.Nifti1Image:
+    """Read one NIfTI file from ``fs``; every failure is a ``NiftiReadError`` naming ``path``."""
+    try:
+        with fs.open(path, "rb") as handle:
+            raw = handle.read()
+    except FileNotFoundError as exc:
+        raise NiftiReadError(path, "file not found") from exc
+    except OSError as exc:
+        raise NiftiReadError(path, f"unreadable ({exc})") from exc
+    return decode_nifti(raw, path)
 
 
 def encode_nifti(image: nib.Nifti1Image, compress: bool, level: int = 1) -> bytes:
@@ -100,11 +115,7 @@ class NiftiDataset(VersionedFileDataset[nib.Nifti1Image]):
         return {"filepath": self._filepath, "protocol": self._protocol, "version": self._version}
 
     def load(self) -> nib.Nifti1Image:
-        try:
-            path, raw = self._read_bytes()
-        except FileNotFoundError as exc:
-            raise NiftiReadError(self._load_path(), "file not found") from exc
-        return decode_nifti(raw, path)
+        return read_nifti(self._fs, self._load_path())
 
     def save(self, data: nib.Nifti1Image) -> None:
         compress = str(self._filepath).endswith(".gz")

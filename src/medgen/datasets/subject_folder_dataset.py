@@ -22,18 +22,18 @@ import multiprocessing
 import re
 from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
 import fsspec
 import nibabel as nib
-from kedro.io.core import AbstractDataset, DatasetError, get_protocol_and_path
+from kedro.io.core import AbstractDataset, DatasetError
 from tqdm.auto import tqdm
 
 from medgen.datasets.atomic import atomic_write_bytes
-from medgen.datasets.nifti_dataset import NiftiReadError, as_nifti1, decode_nifti, encode_nifti
+from medgen.datasets.file_dataset import open_filesystem
+from medgen.datasets.nifti_dataset import NiftiReadError, as_nifti1, encode_nifti, read_nifti
 
 logger = logging.getLogger(__name__)
 
@@ -73,13 +73,7 @@ class SubjectRecord:
                 f"{self.subject_id}-{suffix}",
                 f"missing: subject {self.subject_id} has no '{suffix}' file (has {sorted(self.files)})",
             )
-        path = self.files[suffix]
-        try:
-            with self.fs.open(path, "rb") as handle:
-                raw = handle.read()
-        except OSError as exc:
-            raise NiftiReadError(path, f"unreadable ({exc})") from exc
-        return decode_nifti(raw, path)
+        return read_nifti(self.fs, self.files[suffix])
 
 
 def fingerprint_of(*parts: Any) -> str:
@@ -119,13 +113,8 @@ class SubjectFolderDataset(AbstractDataset[dict[str, SubjectRecord], Mapping[str
         fs_args: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
-        protocol, root = get_protocol_and_path(str(path))
-        fs_args = deepcopy(fs_args) or {}
-        if protocol == "file":
-            fs_args.setdefault("auto_mkdir", True)
-        self._protocol = protocol
+        self._protocol, root, self._fs = open_filesystem(path, credentials, fs_args)
         self._root = PurePosixPath(root)
-        self._fs = fsspec.filesystem(protocol, **(deepcopy(credentials) or {}), **fs_args)
         self._aliases = dict(suffix_aliases or {})
         self._remove_stale = remove_stale
         self._progress = progress
