@@ -2,21 +2,35 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 
-def config_from_params(cls: type[T], params: dict[str, Any] | None, section: str) -> T:
-    """``cls(**params)`` with YAML lists turned into tuples and unknown keys refused.
+def refuse_unknown_keys(
+    cls: type, params: Mapping[str, Any], section: str, error: type[Exception] = ValueError
+) -> None:
+    """Raise ``error`` naming every key of ``params`` that is not a field of ``cls``.
 
     A misspelt key in a parameters file would otherwise be ignored silently and the
-    default used; the error names the section and the keys it knows.
+    default used; each unknown key gets its closest known key as a hint.
     """
+    known = [f.name for f in fields(cls)]
+    unknown = sorted(set(params) - set(known))
+    if not unknown:
+        return
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, known, n=1)
+        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise error(f"Unknown {section} parameters: {', '.join(hints)}; known: {', '.join(known)}")
+
+
+def config_from_params(cls: type[T], params: Mapping[str, Any] | None, section: str) -> T:
+    """``cls(**params)`` with YAML lists turned into tuples and unknown keys refused."""
     params = dict(params or {})
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(params) - known)
-    if unknown:
-        raise ValueError(f"Unknown {section} parameters {unknown}; known: {sorted(known)}")
+    refuse_unknown_keys(cls, params, section)
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})

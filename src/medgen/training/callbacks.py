@@ -65,8 +65,9 @@ class ProgressBar(Callback):
         self._bar.close()
 
 
-def _active_mlflow():
-    """The mlflow module if a run is active, else None (without importing mlflow)."""
+def active_mlflow():
+    """The mlflow module if a run is active, else None (without importing mlflow:
+    a process that never imported it cannot have an active run)."""
     mlflow = sys.modules.get("mlflow")
     if mlflow is None or mlflow.active_run() is None:
         return None
@@ -93,11 +94,10 @@ class MlflowCallback(Callback):
         self.log_params = log_params
         self.log_loss_curve = log_loss_curve
         self.artifact_path = artifact_path
-        self._params_logged = False
 
     def on_train_start(self, trainer: Trainer) -> None:
-        mlflow = _active_mlflow()
-        if mlflow is None or not self.log_params or self._params_logged:
+        mlflow = active_mlflow()
+        if mlflow is None or not self.log_params:
             return
         params = {f"{self.prefix}.{k}": v for k, v in trainer.config.to_dict().items()}
         params[f"{self.prefix}.world_size"] = trainer.world_size
@@ -106,7 +106,6 @@ class MlflowCallback(Callback):
         # (MLflow refuses to overwrite a param), so only log the missing ones.
         existing = mlflow.get_run(run.info.run_id).data.params
         mlflow.log_params({k: v for k, v in params.items() if k not in existing})
-        self._params_logged = True
 
     def on_log(self, record: dict[str, Any]) -> None:
         self._log_metrics(
@@ -126,7 +125,7 @@ class MlflowCallback(Callback):
         self._log_metrics(metrics, record["step"])
 
     def on_train_end(self, trainer: Trainer, result: TrainingResult) -> None:
-        if not self.log_loss_curve or _active_mlflow() is None:
+        if not self.log_loss_curve or active_mlflow() is None:
             return
         with tempfile.TemporaryDirectory() as tmp:
             path = save_loss_curve(result.history, Path(tmp) / f"{self.prefix}_loss_curve.png")
@@ -134,23 +133,15 @@ class MlflowCallback(Callback):
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> bool:
         """Log a file (e.g. a sample grid PNG); returns False when no run is active."""
-        mlflow = _active_mlflow()
+        mlflow = active_mlflow()
         if mlflow is None:
             return False
         mlflow.log_artifact(str(path), artifact_path=artifact_path or self.artifact_path)
         return True
 
-    def log_figure(self, figure: Any, name: str) -> bool:
-        """Log a matplotlib figure as ``<artifact_path>/<name>``."""
-        mlflow = _active_mlflow()
-        if mlflow is None:
-            return False
-        mlflow.log_figure(figure, f"{self.artifact_path}/{name}")
-        return True
-
     @staticmethod
     def _log_metrics(metrics: dict[str, float], step: int) -> None:
-        mlflow = _active_mlflow()
+        mlflow = active_mlflow()
         if mlflow is not None:
             mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
 

@@ -48,7 +48,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"checkpoint {path} could not be read: {exc}") from exc
 
 
-
 def capture_rng_state() -> dict[str, Any]:
     """Python, NumPy, torch CPU (and CUDA) generator states as weights_only-safe values."""
     py_version, py_state, py_gauss = random.getstate()

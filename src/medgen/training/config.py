@@ -9,12 +9,12 @@ to JSON-friendly values; the dict is stored in every checkpoint and logged to ML
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from medgen.config import refuse_unknown_keys
 from medgen.training.errors import ConfigError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -99,17 +99,7 @@ class TrainingConfig:
     def from_dict(cls, params: Mapping[str, Any] | None) -> TrainingConfig:
         """Build from Kedro parameters; unknown keys raise `ConfigError` with a hint."""
         params = dict(params or {})
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(params) - set(known))
-        if unknown:
-            hints = []
-            for key in unknown:
-                close = difflib.get_close_matches(key, known, n=1)
-                hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-            raise ConfigError(
-                f"unknown training parameter(s): {', '.join(hints)}; "
-                f"known parameters: {', '.join(known)}"
-            )
+        refuse_unknown_keys(cls, params, "training", ConfigError)
         return cls(**params)
 
     def to_dict(self) -> dict[str, Any]:

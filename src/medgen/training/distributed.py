@@ -21,11 +21,10 @@ changing the number of GPUs to keep the optimisation the same.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import difflib
 import importlib
 import os
-import sys
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +34,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from medgen.config import refuse_unknown_keys
+from medgen.training.callbacks import MlflowCallback, active_mlflow
 from medgen.training.errors import ConfigError
 
 # ---------------------------------------------------------------- rank helpers
@@ -119,12 +120,7 @@ class Resources:
     @classmethod
     def from_dict(cls, params: Mapping[str, Any] | None) -> Resources:
         params = dict(params or {})
-        known = [f.name for f in dataclasses.fields(cls)]
-        for key in params:
-            if key not in known:
-                close = difflib.get_close_matches(key, known, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ConfigError(f"unknown resources parameter {key!r}{hint}; known: {known}")
+        refuse_unknown_keys(cls, params, "resources", ConfigError)
         if params.get("rdzv_id") is not None:
             params["rdzv_id"] = str(params["rdzv_id"])
         return cls(**params)
@@ -195,16 +191,19 @@ def run_training_job(spec: JobSpec):
 
     Rank 0 re-attaches to the parent's MLflow run when the spec names one.
     """
-    # Imported here so that `distributed` stays importable from `engine`.
-    from medgen.training.callbacks import MlflowCallback
+    # Imported here: `engine` imports this module.
     from medgen.training.config import TrainingConfig
     from medgen.training.engine import train
 
     task = resolve_factory(spec.factory)(**spec.factory_kwargs)
     config = TrainingConfig.from_dict(spec.config)
     callbacks = list(task.callbacks)
-
-    def _train():
+    run = contextlib.nullcontext()
+    if spec.mlflow_run_id is not None and is_main_process():
+        run = _mlflow_run(spec)
+        if not any(isinstance(cb, MlflowCallback) for cb in callbacks):
+            callbacks.append(MlflowCallback())
+    with run:
         return train(
             task.model,
             task.loss_fn,
@@ -216,22 +215,18 @@ def run_training_job(spec: JobSpec):
             callbacks=callbacks,
         )
 
-    if spec.mlflow_run_id is None or not is_main_process():
-        return _train()
+
+def _mlflow_run(spec: JobSpec) -> contextlib.AbstractContextManager:
+    """Context in which the run ``spec`` names is the active MLflow run."""
     import mlflow
 
     if spec.mlflow_tracking_uri:
         mlflow.set_tracking_uri(spec.mlflow_tracking_uri)
     active = mlflow.active_run()
     if active is not None and active.info.run_id == spec.mlflow_run_id:
-        # In-process launch: the node's run is already active here.
-        if not any(isinstance(cb, MlflowCallback) for cb in callbacks):
-            callbacks.append(MlflowCallback())
-        return _train()
-    with mlflow.start_run(run_id=spec.mlflow_run_id):
-        if not any(isinstance(cb, MlflowCallback) for cb in callbacks):
-            callbacks.append(MlflowCallback())
-        return _train()
+        # In-process launch: the node's run is already active here (and stays open).
+        return contextlib.nullcontext()
+    return mlflow.start_run(run_id=spec.mlflow_run_id)
 
 
 # ---------------------------------------------------------------- launch
@@ -253,12 +248,10 @@ def _worker_entry(worker_fn: Callable[[Any], Any], job_spec: Any, backend: str) 
 
 def _attach_mlflow_run(job_spec: Any) -> Any:
     """Fill in the active MLflow run (if any) so rank 0 can log into it."""
-    mlflow = sys.modules.get("mlflow")  # not imported => no run can be active
+    mlflow = active_mlflow()
     if mlflow is None or not isinstance(job_spec, JobSpec) or job_spec.mlflow_run_id:
         return job_spec
     run = mlflow.active_run()
-    if run is None:
-        return job_spec
     return dataclasses.replace(
         job_spec, mlflow_run_id=run.info.run_id, mlflow_tracking_uri=mlflow.get_tracking_uri()
     )

@@ -10,7 +10,6 @@ usable for evaluation without re-estimating them.
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -20,8 +19,3 @@ def create_ema(model: nn.Module, decay: float) -> AveragedModel:
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
     ema.requires_grad_(False)
     return ema
-
-
-def ema_module_state(ema: AveragedModel) -> dict[str, torch.Tensor]:
-    """State dict of the averaged network itself (keys match the original model)."""
-    return ema.module.state_dict()

@@ -98,6 +98,27 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
+def autocast_dtype(config: TrainingConfig, device: torch.device) -> torch.dtype | None:
+    """The dtype ``config.precision`` autocasts to on ``device``; None: autocast stays off.
+
+    CPU autocast is opt-in (``allow_cpu_autocast``): bf16 matmuls are slow on most CPUs.
+    """
+    if config.precision == "fp32" or (device.type != "cuda" and not config.allow_cpu_autocast):
+        return None
+    return torch.float16 if config.precision == "fp16" else torch.bfloat16
+
+
+def build_optimizer(model: nn.Module, config: TrainingConfig, lr: float) -> torch.optim.AdamW:
+    """AdamW over ``model``'s trainable parameters with ``config``'s betas, decay and eps."""
+    return torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=lr,
+        betas=config.betas,
+        weight_decay=config.weight_decay,
+        eps=config.eps,
+    )
+
+
 def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
@@ -144,23 +165,15 @@ class Trainer:
             forward_model = self.ddp
         self.forward_model = torch.compile(forward_model) if config.compile else forward_model
 
-        self.optimizer = torch.optim.AdamW(
-            [p for p in self.model.parameters() if p.requires_grad],
-            lr=config.lr,
-            betas=config.betas,
-            weight_decay=config.weight_decay,
-            eps=config.eps,
-        )
+        self.optimizer = build_optimizer(self.model, config, config.lr)
         self.scheduler = build_warmup_cosine_scheduler(
             self.optimizer, config.warmup_steps, config.max_steps, config.min_lr_ratio
         )
-        wants_amp = config.precision != "fp32"
-        self.autocast = wants_amp and (self.device.type == "cuda" or config.allow_cpu_autocast)
-        self.autocast_dtype = torch.float16 if config.precision == "fp16" else torch.bfloat16
+        self.autocast_dtype = autocast_dtype(config, self.device)
         # Loss scaling only matters for fp16 (bf16 has fp32's exponent range); a
         # disabled scaler is a pass-through whose (empty) state is still checkpointed.
         self.scaler = torch.amp.GradScaler(
-            self.device.type, enabled=self.autocast and config.precision == "fp16"
+            self.device.type, enabled=self.autocast_dtype == torch.float16
         )
 
         self.sampler = ResumableSampler(
@@ -233,7 +246,9 @@ class Trainer:
             sync = self.ddp is None or i == n - 1
             with contextlib.nullcontext() if sync else self.ddp.no_sync():
                 with torch.autocast(
-                    self.device.type, dtype=self.autocast_dtype, enabled=self.autocast
+                    self.device.type,
+                    dtype=self.autocast_dtype,
+                    enabled=self.autocast_dtype is not None,
                 ):
                     loss = self.loss_fn(self.forward_model, batch)
                 self.scaler.scale(loss / n).backward()
@@ -272,7 +287,7 @@ class Trainer:
         while self.step < cfg.max_steps and not self.stopped_early:
             lr = self.optimizer.param_groups[0]["lr"]  # the lr this step will use
             loss = self.train_step([next(batches) for _ in range(cfg.accum_steps)])
-            self._track(loss, lr)
+            self._track(loss)
             self._emit("on_step_end", self)
             last = self.step == cfg.max_steps
             if self.step % cfg.log_every == 0 or last:
@@ -285,7 +300,7 @@ class Trainer:
         self._emit("on_train_end", self, result)
         return result
 
-    def _track(self, loss: float, lr: float) -> None:
+    def _track(self, loss: float) -> None:
         self._window[0] += loss
         self._window[1] += 1
         self._epoch_window[0] += loss
@@ -382,7 +397,6 @@ class Trainer:
             "epoch": self.epoch,
             "data": {
                 "micro_batches": self.micro_batches,
-                "seed": self.config.seed,
                 "batches_per_epoch": self.batches_per_epoch,
             },
             "best_metric": self.best_metric,
@@ -415,6 +429,11 @@ class Trainer:
         """Restore a checkpoint written by this engine (all ranks read the same file)."""
         path = Path(path)
         state = load_checkpoint(path, map_location=self.device)
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(
+                f"checkpoint {path} has format {state.get('format')!r}, this engine reads "
+                f"{CHECKPOINT_FORMAT}: it was not written by medgen.training.train"
+            )
         if (state["ema"] is None) != (self.ema is None):
             raise CheckpointError(
                 f"checkpoint {path} was written with ema_decay="

@@ -34,7 +34,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from medgen.training.config import TrainingConfig
-from medgen.training.engine import LossFn, resolve_device
+from medgen.training.engine import LossFn, autocast_dtype, build_optimizer, resolve_device
 from medgen.training.errors import ConfigError
 from medgen.training.sampling import move_to_device
 
@@ -76,15 +76,8 @@ def lr_range_test(
 
     device = resolve_device(config.device)
     work = copy.deepcopy(model).to(device).train()
-    optimizer = torch.optim.AdamW(
-        work.parameters(),
-        lr=min_lr,
-        betas=config.betas,
-        weight_decay=config.weight_decay,
-        eps=config.eps,
-    )
-    autocast = config.precision != "fp32" and (device.type == "cuda" or config.allow_cpu_autocast)
-    dtype = torch.float16 if config.precision == "fp16" else torch.bfloat16
+    optimizer = build_optimizer(work, config, min_lr)
+    dtype = autocast_dtype(config, device)
     ratio = (max_lr / min_lr) ** (1.0 / (num_steps - 1))
 
     lrs, smoothed, raw = [], [], []
@@ -110,7 +103,7 @@ def lr_range_test(
                 batches = iter(loader)
                 batch = next(batches)
             batch = move_to_device(batch, device)
-            with torch.autocast(device.type, dtype=dtype, enabled=autocast):
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 loss = loss_fn(work, batch)
             value = float(loss.detach())
             avg = (1 - smooth) * avg + smooth * value
