@@ -8,7 +8,8 @@ import pytest
 from kedro.io.core import DatasetError, Version
 from nibabel.testing import data_path
 
-from medgen.datasets import NiftiDataset, NiftiReadError, atomic
+from medgen import atomic_io
+from medgen.datasets import NiftiDataset, NiftiReadError
 
 
 @pytest.mark.parametrize("name", ["image.nii", "image.nii.gz"])
@@ -81,7 +82,7 @@ def test_failed_write_keeps_previous_file_and_leaves_no_temp(tmp_path: Path, mon
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(atomic.os, "replace", broken_replace)
+    monkeypatch.setattr(atomic_io.os, "replace", broken_replace)
     with pytest.raises(DatasetError, match="disk full"):
         dataset.save(nib.Nifti1Image(np.zeros((3, 3, 3), np.int16), np.eye(4)))
     monkeypatch.undo()

@@ -17,7 +17,7 @@ from kedro.io.core import (
     get_protocol_and_path,
 )
 
-from medgen.datasets.atomic import atomic_write_bytes
+from medgen.atomic_io import atomic_write_bytes
 
 T = TypeVar("T")
 

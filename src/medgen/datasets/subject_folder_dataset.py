@@ -31,7 +31,7 @@ import nibabel as nib
 from kedro.io.core import AbstractDataset, DatasetError
 from tqdm.auto import tqdm
 
-from medgen.datasets.atomic import atomic_write_bytes
+from medgen.atomic_io import atomic_write_bytes
 from medgen.datasets.file_dataset import open_filesystem
 from medgen.datasets.nifti_dataset import NiftiReadError, as_nifti1, encode_nifti, read_nifti
 

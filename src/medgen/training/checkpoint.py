@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medgen.datasets.atomic import atomic_write_local
+from medgen.atomic_io import atomic_write_local
 from medgen.training.errors import CheckpointError
 
 LATEST = "latest.pt"

@@ -1,4 +1,5 @@
-"""Atomic file writes: a failure never leaves a half-written file behind.
+"""Atomic file writes, shared by the datasets and the training checkpoints: a failure never
+leaves a half-written file behind.
 
 Local files are written to a temporary sibling, flushed, fsynced and renamed over the
 target (``os.replace`` is atomic on POSIX), then the directory entry is fsynced. Object
