@@ -14,7 +14,7 @@ from medgen.diffusion import (
     lesion_condition,
     null_condition,
 )
-from medgen.diffusion.guidance import guided_forward
+from medgen.diffusion.guidance import guided_model
 
 
 @pytest.mark.parametrize("scale", [0.0, 1.0, 3.5, -1.0])
@@ -33,12 +33,12 @@ class CondEcho(torch.nn.Module):
 
 
 @pytest.mark.parametrize("scale", [1.0, 2.5, 7.0])
-def test_guided_forward_is_one_batched_call_with_exact_combination(scale):
+def test_guided_model_is_one_batched_call_with_exact_combination(scale):
     g = torch.Generator().manual_seed(1)
     x = torch.randn(3, 1, 8, 8, generator=g)
     cond = lesion_condition(torch.rand(3, 1, 8, 8, generator=g) > 0.5)
     model = CountingModel(CondEcho())
-    out = guided_forward(model, x, torch.full((3,), 10), cond, scale)
+    out = guided_model(model, cond, scale)(x, torch.full((3,), 10))
     out_cond, out_uncond = 2 * x + 3 * cond, 2 * x  # null condition = zeros
     torch.testing.assert_close(out, out_uncond + scale * (out_cond - out_uncond))
     assert len(model.calls) == 1

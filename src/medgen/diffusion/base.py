@@ -11,12 +11,18 @@ from __future__ import annotations
 import copy
 import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from enum import Enum
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
+from medgen.diffusion.enums import PredictionType
+from medgen.diffusion.guidance import drop_condition, guided_model, model_forward
+from medgen.diffusion.loss_weighting import min_snr_weight
+from medgen.diffusion.rng import randn
 from medgen.models.registry import Registry
 
 STRATEGIES: Registry = Registry("diffusion strategy")
@@ -38,8 +44,12 @@ def per_sample_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 class DiffusionStrategy(ABC):
     """Base class of diffusion training/sampling algorithms.
 
-    Subclasses set ``name``, register with ``@STRATEGIES.register(name)``, pass every constructor
-    argument to :meth:`_register_config`, and implement :meth:`training_loss` and :meth:`sample`.
+    Subclasses set ``name``, ``prediction_type`` and ``sampler`` (the reverse process, for
+    reports), register with ``@STRATEGIES.register(name)``, keep every constructor argument as an
+    attribute of the same name (a JSON value or a string enum: :meth:`to_config` reads them back),
+    and implement the equations: :meth:`sample_timesteps`, :meth:`add_noise`,
+    :meth:`training_target` and :meth:`snr` for training; :meth:`num_sampling_steps` and
+    :meth:`_reverse_process` for sampling.
 
     Args (common to all strategies):
         min_snr_gamma: γ of Min-SNR-γ weighting (Hang et al. 2023); ``None`` (default) = unweighted.
@@ -48,6 +58,8 @@ class DiffusionStrategy(ABC):
     """
 
     name: ClassVar[str]
+    prediction_type: PredictionType
+    sampler: str
 
     def __init__(self, *, min_snr_gamma: float | None = None, cond_drop_prob: float = 0.0) -> None:
         if min_snr_gamma is not None and min_snr_gamma <= 0:
@@ -56,15 +68,20 @@ class DiffusionStrategy(ABC):
             raise ValueError(f"cond_drop_prob must be in [0, 1], got {cond_drop_prob}")
         self.min_snr_gamma = None if min_snr_gamma is None else float(min_snr_gamma)
         self.cond_drop_prob = float(cond_drop_prob)
-        self._config: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ config
-    def _register_config(self, **options: Any) -> None:
-        self._config.update(copy.deepcopy(options))
+    @classmethod
+    def _option_names(cls) -> list[str]:
+        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+
+    def _options(self) -> dict[str, Any]:
+        # Read back from the attributes, so a new constructor argument cannot be left out.
+        values = {k: getattr(self, k) for k in self._option_names()}
+        return {k: str(v) if isinstance(v, Enum) else copy.deepcopy(v) for k, v in values.items()}
 
     def to_config(self) -> dict[str, Any]:
         """JSON-serialisable options, including ``name``, from which :meth:`from_config` rebuilds."""
-        return {"name": self.name, **copy.deepcopy(self._config)}
+        return {"name": self.name, **self._options()}
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> DiffusionStrategy:
@@ -76,7 +93,7 @@ class DiffusionStrategy(ABC):
         target = STRATEGIES.get(name) if cls is DiffusionStrategy else cls
         if getattr(target, "name", None) != str(name).lower():
             raise ValueError(f"config names strategy {name!r} but {target.__name__} was asked for")
-        allowed = set(inspect.signature(target.__init__).parameters) - {"self"}
+        allowed = set(target._option_names())
         unknown = sorted(set(options) - allowed)
         if unknown:
             raise ValueError(
@@ -85,11 +102,38 @@ class DiffusionStrategy(ABC):
         return target(**options)
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self._config.items())
+        args = ", ".join(f"{k}={v!r}" for k, v in self._options().items())
         return f"{type(self).__name__}({args})"
 
-    # --------------------------------------------------------------- algorithm
+    # --------------------------------------------------------------- training
     @abstractmethod
+    def sample_timesteps(
+        self, x0: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Training timesteps ``[B]`` for the batch ``x0``."""
+
+    @abstractmethod
+    def add_noise(
+        self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+    ) -> torch.Tensor:
+        """The forward process: ``x_t`` from clean ``x0`` and Gaussian ``noise``."""
+
+    @abstractmethod
+    def training_target(
+        self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+    ) -> torch.Tensor:
+        """What the network is trained to predict (of kind ``prediction_type``)."""
+
+    @abstractmethod
+    def snr(self, timesteps: torch.Tensor) -> torch.Tensor:
+        """Signal-to-noise ratio of ``x_t`` per sample, for Min-SNR-γ."""
+
+    def loss_weights(self, timesteps: torch.Tensor) -> torch.Tensor | None:
+        """Per-sample Min-SNR-γ weights on the target's squared error, or None when unweighted."""
+        if self.min_snr_gamma is None:
+            return None
+        return min_snr_weight(self.snr(timesteps), self.min_snr_gamma, self.prediction_type)
+
     def training_loss(
         self,
         model: nn.Module,
@@ -97,13 +141,42 @@ class DiffusionStrategy(ABC):
         cond: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Scalar training loss for clean samples ``x0`` ``[B, C, *spatial]``.
+        """Scalar training loss for clean samples ``x0`` ``[B, C, *spatial]``: the (optionally
+        Min-SNR-γ weighted) MSE between the network output and :meth:`training_target`.
 
         ``cond`` ``[B, Cc, *spatial]`` is concatenated to the noisy input (after condition dropout);
-        ``generator`` seeds the noise, timesteps and dropout.
+        ``generator`` seeds the noise, timesteps and dropout, drawn in that order.
         """
+        self._check_inputs(x0.shape, cond)
+        noise = randn(x0.shape, generator, x0.device, x0.dtype)
+        timesteps = self.sample_timesteps(x0, generator)
+        if cond is not None:
+            cond = drop_condition(cond, self.cond_drop_prob, generator)
+        pred = model_forward(model, self.add_noise(x0, noise, timesteps), timesteps, cond)
+        loss = per_sample_mse(pred, self.training_target(x0, noise, timesteps))
+        weights = self.loss_weights(timesteps)
+        if weights is not None:
+            loss = loss * weights
+        return loss.mean()
+
+    # --------------------------------------------------------------- sampling
+    @abstractmethod
+    def num_sampling_steps(self, num_steps: int | None = None) -> int:
+        """Network evaluations per sample that :meth:`sample` makes for ``num_steps`` (None: the
+        configured ``num_inference_steps``); raises ``ValueError`` for a count the sampler cannot run."""
 
     @abstractmethod
+    def _reverse_process(
+        self,
+        shape: Sequence[int],
+        num_steps: int,
+        device: torch.device,
+        generator: torch.Generator | None,
+    ) -> tuple[list[int] | list[float], Callable[[torch.Tensor, int, torch.Tensor], torch.Tensor]]:
+        """The sampling timesteps, first (noise) to last, and ``update(model_output, i, x)`` giving
+        ``x`` after step ``i``."""
+
+    @torch.no_grad()
     def sample(
         self,
         model: nn.Module,
@@ -117,19 +190,31 @@ class DiffusionStrategy(ABC):
     ) -> torch.Tensor:
         """Generate samples of ``shape`` ``[B, C, *spatial]`` from noise.
 
-        ``num_steps`` overrides the configured number of sampling steps; ``guidance_scale`` is the
-        classifier-free guidance scale (1.0 = no guidance, one network call per step).
+        ``num_steps`` overrides the configured number of sampling steps; each step is one network
+        call, on a ``2B`` batch under classifier-free guidance (``guidance_scale != 1``; 1.0 = no
+        guidance). The initial noise is drawn with ``generator``.
         """
+        self._check_inputs(shape, cond)
+        steps = self.num_sampling_steps(num_steps)
+        device = model_device(model)
+        timesteps, update = self._reverse_process(shape, steps, device, generator)
+        x = randn(shape, generator, device)
+        denoise = guided_model(model, None if cond is None else cond.to(device), guidance_scale)
+        for i, t in enumerate(
+            tqdm(timesteps, disable=not progress, desc=f"{self.sampler} sampling")
+        ):
+            # Integer timesteps (DDPM) stay int64, continuous ones (flow) become float32.
+            x = update(denoise(x, torch.full((shape[0],), t, device=device)), i, x)
+        return x
 
-    @staticmethod
-    def _check_inputs(x0: torch.Tensor, cond: torch.Tensor | None) -> None:
-        if x0.ndim not in (4, 5):
+    def _check_inputs(self, shape: Sequence[int], cond: torch.Tensor | None) -> None:
+        shape = tuple(shape)
+        if len(shape) not in (4, 5):
+            raise ValueError(f"{self.name}: expected [B, C, H, W] or [B, C, D, H, W], got {shape}")
+        if cond is not None and (cond.shape[0] != shape[0] or cond.shape[2:] != shape[2:]):
             raise ValueError(
-                f"expected x0 of shape [B, C, H, W] or [B, C, D, H, W], got {tuple(x0.shape)}"
-            )
-        if cond is not None and (cond.shape[0] != x0.shape[0] or cond.shape[2:] != x0.shape[2:]):
-            raise ValueError(
-                f"condition {tuple(cond.shape)} must match x0 {tuple(x0.shape)} in batch and spatial size"
+                f"{self.name}: condition {tuple(cond.shape)} must match {shape} in batch and "
+                "spatial size"
             )
 
 

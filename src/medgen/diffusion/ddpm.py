@@ -15,14 +15,11 @@ from typing import Any
 
 import torch
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
-from torch import nn
-from tqdm.auto import tqdm
 
-from medgen.diffusion.base import STRATEGIES, DiffusionStrategy, model_device, per_sample_mse
+from medgen.diffusion.base import STRATEGIES, DiffusionStrategy
 from medgen.diffusion.enums import DDPMSampler, PredictionType
-from medgen.diffusion.guidance import drop_condition, guided_forward, model_forward
-from medgen.diffusion.loss_weighting import min_snr_weight, snr_from_alphas_cumprod
-from medgen.diffusion.rng import randint, randn
+from medgen.diffusion.loss_weighting import snr_from_alphas_cumprod
+from medgen.diffusion.rng import randint
 
 #: Default number of DDIM steps when ``num_inference_steps`` is null.
 DEFAULT_DDIM_STEPS = 50
@@ -50,6 +47,10 @@ class DDPMStrategy(DiffusionStrategy):
             for pixel data in [-1, 1]; must be False in latent space).
         min_snr_gamma: Min-SNR-γ (default None = unweighted; 5.0 in the paper).
         cond_drop_prob: classifier-free-guidance condition dropout probability (default 0.0).
+
+    Sampling makes one network call per step. With ``eta > 0`` or the DDPM sampler, MONAI draws
+    the step noise with the sampling ``generator`` on the model's device, so the generator must
+    live there.
     """
 
     name = "ddpm"
@@ -80,26 +81,17 @@ class DDPMStrategy(DiffusionStrategy):
         self.schedule_args = dict(schedule_args or {})
         self.eta = float(eta)
         self.clip_sample = bool(clip_sample)
-        self.scheduler = DDPMScheduler(
-            num_train_timesteps=self.num_train_timesteps,
-            schedule=schedule,
-            clip_sample=self.clip_sample,
-            prediction_type=str(prediction_type),
-            **self.schedule_args,
-        )
+        self.scheduler = DDPMScheduler(**self._scheduler_options())
         self.num_inference_steps = num_inference_steps
-        self._resolve_steps(num_inference_steps)  # validate early
-        self._register_config(
+        self.num_sampling_steps()  # validate early
+
+    def _scheduler_options(self) -> dict[str, Any]:
+        return dict(
             num_train_timesteps=self.num_train_timesteps,
-            schedule=schedule,
-            schedule_args=self.schedule_args,
-            prediction_type=str(prediction_type),
-            sampler=str(self.sampler),
-            num_inference_steps=num_inference_steps,
-            eta=self.eta,
+            schedule=self.schedule,
             clip_sample=self.clip_sample,
-            min_snr_gamma=self.min_snr_gamma,
-            cond_drop_prob=self.cond_drop_prob,
+            prediction_type=str(self.prediction_type),
+            **self.schedule_args,
         )
 
     @property
@@ -107,7 +99,10 @@ class DDPMStrategy(DiffusionStrategy):
         """ᾱ_t for t = 0 … T−1."""
         return self.scheduler.alphas_cumprod
 
-    def _resolve_steps(self, num_steps: int | None) -> int:
+    def num_sampling_steps(self, num_steps: int | None = None) -> int:
+        """``num_steps``, else ``num_inference_steps``, else all T steps (DDPM) or 50 (DDIM)."""
+        if num_steps is None:
+            num_steps = self.num_inference_steps
         if self.sampler == DDPMSampler.DDPM:
             steps = self.num_train_timesteps if num_steps is None else int(num_steps)
             if steps != self.num_train_timesteps:
@@ -127,6 +122,12 @@ class DDPMStrategy(DiffusionStrategy):
             )
         return steps
 
+    def sample_timesteps(
+        self, x0: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Integer ``t`` uniform in ``[0, T)``."""
+        return randint(self.num_train_timesteps, (x0.shape[0],), generator, x0.device)
+
     def add_noise(
         self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
     ) -> torch.Tensor:
@@ -140,76 +141,31 @@ class DDPMStrategy(DiffusionStrategy):
             return noise
         return self.scheduler.get_velocity(x0, noise, timesteps)
 
-    def loss_weights(self, timesteps: torch.Tensor) -> torch.Tensor | None:
-        """Per-sample Min-SNR-γ weights, or None when unweighted."""
-        if self.min_snr_gamma is None:
-            return None
-        snr = snr_from_alphas_cumprod(self.alphas_cumprod, timesteps)
-        return min_snr_weight(snr, self.min_snr_gamma, self.prediction_type)
+    def snr(self, timesteps: torch.Tensor) -> torch.Tensor:
+        return snr_from_alphas_cumprod(self.alphas_cumprod, timesteps)
 
-    def training_loss(self, model, x0, cond=None, generator=None):
-        self._check_inputs(x0, cond)
-        noise = randn(x0.shape, generator, x0.device, x0.dtype)
-        timesteps = randint(self.num_train_timesteps, (x0.shape[0],), generator, x0.device)
-        if cond is not None:
-            cond = drop_condition(cond, self.cond_drop_prob, generator)
-        x_t = self.add_noise(x0, noise, timesteps)
-        pred = model_forward(model, x_t, timesteps, cond)
-        loss = per_sample_mse(pred, self.training_target(x0, noise, timesteps))
-        weights = self.loss_weights(timesteps)
-        if weights is not None:
-            loss = loss * weights
-        return loss.mean()
-
-    def _inference_scheduler(self, num_steps: int) -> DDPMScheduler | DDIMScheduler:
-        # A fresh scheduler per call: set_timesteps mutates it, and strategies may be shared.
-        common = dict(
-            num_train_timesteps=self.num_train_timesteps,
-            schedule=self.schedule,
-            clip_sample=self.clip_sample,
-            prediction_type=str(self.prediction_type),
-            **self.schedule_args,
-        )
-        scheduler = (
-            DDPMScheduler(**common) if self.sampler == DDPMSampler.DDPM else DDIMScheduler(**common)
-        )
-        scheduler.set_timesteps(num_steps)
-        return scheduler
-
-    @torch.no_grad()
-    def sample(
+    def _reverse_process(
         self,
-        model: nn.Module,
         shape: Sequence[int],
-        cond: torch.Tensor | None = None,
-        *,
-        num_steps: int | None = None,
-        guidance_scale: float = 1.0,
-        generator: torch.Generator | None = None,
-        progress: bool = False,
-    ) -> torch.Tensor:
-        """DDPM (all T steps) or DDIM (``num_steps``, default 50) sampling; one network call per
-        step (a ``2B`` batch under guidance). With ``eta > 0`` or the DDPM sampler, MONAI draws the
-        step noise with ``generator`` on the model's device, so the generator must live there."""
-        steps = self._resolve_steps(self.num_inference_steps if num_steps is None else num_steps)
-        device = model_device(model)
+        num_steps: int,
+        device: torch.device,
+        generator: torch.Generator | None,
+    ):
         stochastic = self.sampler == DDPMSampler.DDPM or self.eta > 0
         if stochastic and generator is not None and generator.device.type != device.type:
             raise ValueError(
                 f"{self.sampler} sampling with a generator: MONAI draws the step noise on the "
                 f"model's device ({device}), so the generator must live there, not on {generator.device}"
             )
-        scheduler = self._inference_scheduler(steps)
-        x = randn(shape, generator, device)
-        if cond is not None:
-            cond = cond.to(device)
-        for t in tqdm(
-            scheduler.timesteps.tolist(), disable=not progress, desc=f"{self.sampler} sampling"
-        ):
-            timesteps = torch.full((x.shape[0],), t, device=device, dtype=torch.long)
-            out = guided_forward(model, x, timesteps, cond, guidance_scale)
-            if self.sampler == DDPMSampler.DDPM:
-                x, _ = scheduler.step(out, t, x, generator=generator)
-            else:
-                x, _ = scheduler.step(out, t, x, eta=self.eta, generator=generator)
-        return x
+        # A fresh scheduler per call: set_timesteps mutates it, and strategies may be shared.
+        if self.sampler == DDPMSampler.DDPM:
+            scheduler, step_options = DDPMScheduler(**self._scheduler_options()), {}
+        else:
+            scheduler, step_options = DDIMScheduler(**self._scheduler_options()), {"eta": self.eta}
+        scheduler.set_timesteps(num_steps)
+        timesteps = scheduler.timesteps.tolist()
+
+        def update(out: torch.Tensor, i: int, x: torch.Tensor) -> torch.Tensor:
+            return scheduler.step(out, timesteps[i], x, generator=generator, **step_options)[0]
+
+        return timesteps, update

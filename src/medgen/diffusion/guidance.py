@@ -11,6 +11,8 @@ with one forward pass.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -43,36 +45,29 @@ def combine_guidance(uncond: torch.Tensor, cond: torch.Tensor, scale: float) -> 
 def model_forward(
     model: nn.Module, x: torch.Tensor, timesteps: torch.Tensor, cond: torch.Tensor | None
 ) -> torch.Tensor:
-    """Call ``model`` with the condition concatenated to the noisy input along channels."""
+    """Call ``model`` with the condition concatenated to the noisy input along channels (the
+    strategies check shapes once, on entry)."""
     if cond is not None:
-        if cond.shape[0] != x.shape[0] or cond.shape[2:] != x.shape[2:]:
-            raise ValueError(
-                f"condition shape {tuple(cond.shape)} does not match the sample {tuple(x.shape)} "
-                "in batch and spatial size"
-            )
         x = torch.cat([x, cond.to(dtype=x.dtype)], dim=1)
     return model(x, timesteps)
 
 
-def guided_forward(
-    model: nn.Module,
-    x: torch.Tensor,
-    timesteps: torch.Tensor,
-    cond: torch.Tensor | None,
-    guidance_scale: float,
-) -> torch.Tensor:
-    """Model output with classifier-free guidance.
+def guided_model(
+    model: nn.Module, cond: torch.Tensor | None, guidance_scale: float
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``denoise(x, timesteps)``: the model output under classifier-free guidance.
 
     With a condition and ``guidance_scale != 1`` the conditional and null-conditional inputs are
-    stacked into one batch of ``2B`` so each sampling step is still exactly one network call.
+    stacked into one batch of ``2B`` so each sampling step is still exactly one network call. The
+    condition half of that batch is built here, once per sampling run, not at every step.
     """
     if cond is None or guidance_scale == 1.0:
-        return model_forward(model, x, timesteps, cond)
-    out = model_forward(
-        model,
-        torch.cat([x, x]),
-        torch.cat([timesteps, timesteps]),
-        torch.cat([cond, null_condition(cond)]),
-    )
-    out_cond, out_uncond = out.chunk(2)
-    return combine_guidance(out_uncond, out_cond, guidance_scale)
+        return lambda x, timesteps: model_forward(model, x, timesteps, cond)
+    both = torch.cat([cond, null_condition(cond)])
+
+    def denoise(x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        out = model_forward(model, torch.cat([x, x]), torch.cat([timesteps, timesteps]), both)
+        out_cond, out_uncond = out.chunk(2)
+        return combine_guidance(out_uncond, out_cond, guidance_scale)
+
+    return denoise

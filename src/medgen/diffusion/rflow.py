@@ -19,13 +19,10 @@ from collections.abc import Sequence
 import torch
 from monai.networks.schedulers import RFlowScheduler
 from monai.networks.schedulers.rectified_flow import timestep_transform
-from torch import nn
-from tqdm.auto import tqdm
 
-from medgen.diffusion.base import STRATEGIES, DiffusionStrategy, model_device, per_sample_mse
+from medgen.diffusion.base import STRATEGIES, DiffusionStrategy
 from medgen.diffusion.enums import PredictionType, TimestepSampling
-from medgen.diffusion.guidance import drop_condition, guided_forward, model_forward
-from medgen.diffusion.loss_weighting import min_snr_weight, snr_from_flow_sigma
+from medgen.diffusion.loss_weighting import snr_from_flow_sigma
 from medgen.diffusion.rng import rand, randn
 
 
@@ -59,6 +56,7 @@ class RectifiedFlowStrategy(DiffusionStrategy):
     """
 
     name = "rflow"
+    sampler = "euler"
     prediction_type = PredictionType.FLOW_VELOCITY
 
     def __init__(
@@ -94,18 +92,6 @@ class RectifiedFlowStrategy(DiffusionStrategy):
             )
         self.num_inference_steps = int(num_inference_steps)
         self.scheduler = self._scheduler(spatial_dims=2)
-        self._register_config(
-            num_train_timesteps=self.num_train_timesteps,
-            use_discrete_timesteps=self.use_discrete_timesteps,
-            timestep_sampling=str(self.timestep_sampling),
-            logit_normal_loc=self.logit_normal_loc,
-            logit_normal_scale=self.logit_normal_scale,
-            use_timestep_transform=self.use_timestep_transform,
-            base_img_size_numel=self.base_img_size_numel,
-            num_inference_steps=self.num_inference_steps,
-            min_snr_gamma=self.min_snr_gamma,
-            cond_drop_prob=self.cond_drop_prob,
-        )
 
     def _base_numel(self, spatial_dims: int) -> int:
         return (
@@ -154,26 +140,14 @@ class RectifiedFlowStrategy(DiffusionStrategy):
             )
         return t
 
-    def loss_weights(self, timesteps: torch.Tensor) -> torch.Tensor | None:
-        """Per-sample Min-SNR-γ weights on the velocity error, or None when unweighted."""
-        if self.min_snr_gamma is None:
-            return None
-        sigma = timesteps.float() / self.num_train_timesteps
-        return min_snr_weight(snr_from_flow_sigma(sigma), self.min_snr_gamma, self.prediction_type)
+    def training_target(
+        self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+    ) -> torch.Tensor:
+        """The velocity ``x0 − ε``."""
+        return x0 - noise
 
-    def training_loss(self, model, x0, cond=None, generator=None):
-        self._check_inputs(x0, cond)
-        noise = randn(x0.shape, generator, x0.device, x0.dtype)
-        timesteps = self.sample_timesteps(x0, generator)
-        if cond is not None:
-            cond = drop_condition(cond, self.cond_drop_prob, generator)
-        x_t = self.add_noise(x0, noise, timesteps)
-        pred = model_forward(model, x_t, timesteps, cond)
-        loss = per_sample_mse(pred, x0 - noise)
-        weights = self.loss_weights(timesteps)
-        if weights is not None:
-            loss = loss * weights
-        return loss.mean()
+    def snr(self, timesteps: torch.Tensor) -> torch.Tensor:
+        return snr_from_flow_sigma(timesteps.float() / self.num_train_timesteps)
 
     def sampling_timesteps(self, shape: Sequence[int], num_steps: int) -> list[float]:
         """MONAI's sampling grid from ``t = T`` down (``num_steps`` values, 0 excluded)."""
@@ -182,37 +156,22 @@ class RectifiedFlowStrategy(DiffusionStrategy):
         scheduler.set_timesteps(num_steps, input_img_size_numel=math.prod(shape[2:]))
         return [float(t) for t in scheduler.timesteps.tolist()]
 
-    @torch.no_grad()
-    def sample(
+    def num_sampling_steps(self, num_steps: int | None = None) -> int:
+        """``num_steps``, else ``num_inference_steps`` (default 30) Euler steps."""
+        return self.num_inference_steps if num_steps is None else int(num_steps)
+
+    def _reverse_process(
         self,
-        model: nn.Module,
         shape: Sequence[int],
-        cond: torch.Tensor | None = None,
-        *,
-        num_steps: int | None = None,
-        guidance_scale: float = 1.0,
-        generator: torch.Generator | None = None,
-        progress: bool = False,
-    ) -> torch.Tensor:
-        """Euler integration from noise in ``num_steps`` (default 30) network calls (a ``2B``
-        batch under guidance); deterministic given the initial noise."""
-        steps = self.num_inference_steps if num_steps is None else int(num_steps)
-        if len(shape) not in (4, 5):
-            raise ValueError(
-                f"rflow: shape must be [B, C, H, W] or [B, C, D, H, W], got {list(shape)}"
-            )
-        device = model_device(model)
-        timesteps = self.sampling_timesteps(shape, steps)
-        x = randn(shape, generator, device)
-        if cond is not None:
-            cond = cond.to(device)
-        for t, t_next in tqdm(
-            zip(timesteps, [*timesteps[1:], 0.0], strict=True),
-            total=steps,
-            disable=not progress,
-            desc="rflow sampling",
-        ):
-            t_batch = torch.full((x.shape[0],), t, device=device, dtype=torch.float32)
-            velocity = guided_forward(model, x, t_batch, cond, guidance_scale)
-            x = x + velocity * ((t - t_next) / self.num_train_timesteps)
-        return x
+        num_steps: int,
+        device: torch.device,
+        generator: torch.Generator | None,
+    ):
+        # Euler integration from noise; deterministic given the initial noise.
+        timesteps = self.sampling_timesteps(shape, num_steps)
+        next_timesteps = [*timesteps[1:], 0.0]
+
+        def update(velocity: torch.Tensor, i: int, x: torch.Tensor) -> torch.Tensor:
+            return x + velocity * ((timesteps[i] - next_timesteps[i]) / self.num_train_timesteps)
+
+        return timesteps, update

@@ -13,13 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from medgen.diffusion import (
-    DDPMStrategy,
-    DiffusionTask,
-    RectifiedFlowStrategy,
-    binarize_mask,
-    lesion_condition,
-)
+from medgen.diffusion import DiffusionTask, binarize_mask, lesion_condition
 
 
 @dataclass
@@ -35,11 +29,7 @@ class ChainSamples:
 def sampler_settings(task: DiffusionTask, num_steps: int | None) -> tuple[str, int]:
     """``(sampler name, number of network evaluations)`` a `generate` call will use."""
     strategy = task.strategy
-    if isinstance(strategy, RectifiedFlowStrategy):
-        return "euler", int(num_steps or strategy.num_inference_steps)
-    if isinstance(strategy, DDPMStrategy):
-        return str(strategy.sampler), strategy._resolve_steps(num_steps)
-    return strategy.name, int(num_steps) if num_steps else -1
+    return str(strategy.sampler), strategy.num_sampling_steps(num_steps)
 
 
 def generate_in_batches(
