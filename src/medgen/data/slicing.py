@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from medgen.config import config_from_params
 from medgen.data.cohort import TISSUE_LABELS
 from medgen.data.lesions import LESION_LABELS
+from medgen.data.resize import resize_images, resize_labels
 from medgen.datasets import SubjectRecord, TensorBundle
 
 LABEL_KEYS = ("seg", "tissue")
@@ -60,9 +61,7 @@ def _square_resize(stack: torch.Tensor, size: int, nearest: bool) -> torch.Tenso
     pad_h, pad_w = side - height, side - width
     fill = 0.0 if nearest else -1.0  # -1 is background after normalisation
     stack = F.pad(stack, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2), value=fill)
-    if nearest:
-        return F.interpolate(stack, size=(size, size), mode="nearest-exact")
-    return F.interpolate(stack, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return (resize_labels if nearest else resize_images)(stack, (size, size))
 
 
 def _volumes(record: SubjectRecord, modalities: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -142,13 +141,13 @@ def extract_volumes(
     for subject in tqdm(subjects, desc=f"volumes {split}", leave=False):
         volumes = _volumes(records[subject], config.modalities)
         stack = torch.from_numpy(np.stack([volumes[m] for m in config.modalities]))[None]
-        images.append(F.interpolate(stack, size=config.size, mode="trilinear", align_corners=False))
+        images.append(resize_images(stack, config.size))
         for key in LABEL_KEYS:
             if key in volumes:
                 label = torch.from_numpy(volumes[key])[None, None]
-                labels[key].append(F.interpolate(label, size=config.size, mode="nearest-exact").to(torch.uint8))
+                labels[key].append(resize_labels(label, config.size).to(torch.uint8))
         if "growth" in volumes:
-            growth.append(F.interpolate(torch.from_numpy(volumes["growth"])[None, None], size=config.size, mode="trilinear"))
+            growth.append(resize_images(torch.from_numpy(volumes["growth"])[None, None], config.size))
     n_channels = len(config.modalities)
     tensors = {"images": torch.cat(images).clamp(-1, 1) if images else torch.zeros((0, n_channels, *config.size))}
     tensors.update({k: torch.cat(v) for k, v in labels.items() if v})

@@ -3,8 +3,8 @@
 Real images are matched to each source: the channels it generated (by modality
 name) and its spatial size. Generated slices may be smaller than the real ones
 (e.g. 32x32 against 64x64); the real reference is then resized to the generated size
-with an antialiased bilinear filter (masks: area average, threshold 0.5), never the
-other way round, so no generated pixel is invented.
+(`medgen.data.resize`: antialiased bilinear; masks: area average, threshold 0.5), never
+the other way round, so no generated pixel is invented.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from typing import Any
 
 import torch
 
+from medgen.data.resize import resize_binary_masks, resize_images
 from medgen.datasets import TensorBundle
-from medgen.evaluation.networks import fit_segmenter, resize, resize_mask
+from medgen.evaluation.networks import fit_segmenter
+from medgen.generation.slices import select_slices
 from medgen.metrics import FeatureBackbone, LPIPSScorer
 
 logger = logging.getLogger(__name__)
@@ -29,15 +31,12 @@ def real_images(bundle: TensorBundle, names: list[str], size: tuple[int, ...]) -
     missing = [n for n in names if n not in modalities]
     if missing:
         raise ValueError(f"generated channels {missing} are not real modalities {modalities}")
-    return resize(bundle["images"][:, [modalities.index(n) for n in names]], size)
+    return resize_images(bundle["images"][:, [modalities.index(n) for n in names]], size)
 
 
 def real_masks(bundle: TensorBundle, size: tuple[int, ...]) -> torch.Tensor:
     """Binary lesion masks (seg > 0) of real slices at ``size``."""
-    return resize_mask(bundle["seg"], size)
-
-
-REFERENCE_SLICES = ("all", "with_lesions")
+    return resize_binary_masks(bundle["seg"], size)
 
 
 def select_reference(bundle: TensorBundle, which: str = "all") -> TensorBundle:
@@ -47,12 +46,7 @@ def select_reference(bundle: TensorBundle, which: str = "all") -> TensorBundle:
     redrawn until they hold a lesion), so comparing with every real slice, most of them
     lesion-free, would measure the slice selection rather than the generator.
     """
-    if which not in REFERENCE_SLICES:
-        raise ValueError(f"reference_slices must be one of {REFERENCE_SLICES}, got '{which}'")
-    if which == "all":
-        return bundle
-    keep = (bundle["seg"].flatten(1) > 0).any(dim=1)
-    return TensorBundle({k: v[keep] for k, v in bundle.tensors.items()}, dict(bundle.metadata))
+    return select_slices(bundle, which, "reference_slices")
 
 
 @dataclass

@@ -1,6 +1,8 @@
 """PNG figures for the report, returned as bytes so the HTML can embed them (base64).
 
-matplotlib runs on its non-interactive Agg backend: no display, no network.
+Plots are bare matplotlib ``Figure``s, which render with Agg without touching pyplot's
+global backend (importing this module must not change a notebook's backend); grids are
+drawn with `medgen.generation.grids`, like latent_diffusion's.
 """
 
 from __future__ import annotations
@@ -9,39 +11,33 @@ import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import matplotlib
+import torch
+from PIL import Image
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
+from medgen.generation.grids import stack, tile, to_uint8
+
+WHITE = (255, 255, 255)
 
 
-def _png(figure) -> bytes:
+def _png(figure: Any) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    plt.close(figure)
     return buffer.getvalue()
 
 
-def _to_uint8(images: torch.Tensor) -> np.ndarray:
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+def _figure(**kwargs: Any) -> Any:
+    from matplotlib.figure import Figure  # lazily: a second of import time
+
+    return Figure(**kwargs)
 
 
 def image_grid(rows: Sequence[torch.Tensor], scale: int = 2, gap: int = 2) -> bytes:
     """PNG of rows of grayscale images; each row a [K, H, W] tensor in [-1, 1]."""
-    height, width = rows[0].shape[-2:]
-    columns = max(len(r) for r in rows)
-    canvas = np.full(
-        (len(rows) * (height + gap) - gap, columns * (width + gap) - gap), 255, dtype=np.uint8
-    )
-    for r, row in enumerate(rows):
-        for c, image in enumerate(_to_uint8(row)):
-            canvas[r * (height + gap) : r * (height + gap) + height, c * (width + gap) : c * (width + gap) + width] = image
-    picture = Image.fromarray(canvas).resize((canvas.shape[1] * scale, canvas.shape[0] * scale), Image.NEAREST)
+    gap *= scale
+    tiles = [[tile(image, scale) for image in to_uint8(row)] for row in rows]
+    lines = [stack(line, gap, axis=1, background=WHITE) for line in tiles]
     buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
+    Image.fromarray(stack(lines, gap, axis=0, background=WHITE)).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -67,7 +63,8 @@ def metric_bars(records: Sequence[Mapping[str, Any]], title: str) -> bytes | Non
     ok = [r for r in records if r["status"] == "ok" and isinstance(r["value"], int | float)]
     if not ok:
         return None
-    figure, axes = plt.subplots(1, len(ok), figsize=(2.4 * len(ok), 2.6), squeeze=False)
+    figure = _figure(figsize=(2.4 * len(ok), 2.6))
+    axes = figure.subplots(1, len(ok), squeeze=False)
     for axis, record in zip(axes[0], ok, strict=True):
         floor = record["floor"] if isinstance(record["floor"], int | float) else 0.0
         axis.bar(["generated", "real floor"], [record["value"], floor], color=["tab:blue", "tab:gray"])
@@ -96,7 +93,8 @@ def loss_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]]) -> bytes |
     """Training loss per step (records of kind 'step', else any record with a loss)."""
     if not histories:
         return None
-    figure, axis = plt.subplots(figsize=(6, 3))
+    figure = _figure(figsize=(6, 3))
+    axis = figure.subplots()
     for label, history in histories.items():
         steps = [r for r in history if r.get("kind", "step") == "step" and "loss" in r]
         steps = steps or [r for r in history if "loss" in r]

@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from medgen.datasets import TensorBundle
+from medgen.generation.slices import has_lesion
 from medgen.metrics import InDomainEncoder, load_in_domain_backbone, train_in_domain_backbone
 from medgen.metrics.fidelity import train_segmenter
 
@@ -27,11 +27,6 @@ def subsample(n: int, limit: int | None, seed: int) -> torch.Tensor:
     return torch.as_tensor(np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False)))
 
 
-def lesion_labels(seg: torch.Tensor) -> torch.Tensor:
-    """1 where a slice contains any lesion voxel (seg > 0), else 0."""
-    return (seg.flatten(1) > 0).any(dim=1).long()
-
-
 def train_feature_network(slices: TensorBundle, params: Mapping[str, Any], seed: int = 0) -> TensorBundle:
     """Train the in-domain FID encoder on (a seeded subset of) the real training slices.
 
@@ -40,7 +35,7 @@ def train_feature_network(slices: TensorBundle, params: Mapping[str, Any], seed:
     """
     index = subsample(len(slices), params.get("max_train_slices"), seed)
     images = slices["images"][index]
-    labels = {"lesion": lesion_labels(slices["seg"][index])} if params.get("lesion_head", True) else None
+    labels = {"lesion": has_lesion(slices["seg"][index]).long()} if params.get("lesion_head", True) else None
     encoder, history = train_in_domain_backbone(
         images,
         labels,
@@ -66,20 +61,6 @@ def train_feature_network(slices: TensorBundle, params: Mapping[str, Any], seed:
 def feature_network_from_bundle(bundle: TensorBundle) -> InDomainEncoder:
     """Rebuild the encoder saved by :func:`train_feature_network`."""
     return load_in_domain_backbone({"config": bundle.metadata["config"], "state_dict": bundle.tensors})
-
-
-def resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Antialiased bilinear resize of [N, C, H, W] (no-op at the same size)."""
-    if tuple(images.shape[-2:]) == tuple(size):
-        return images
-    return F.interpolate(images.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
-
-
-def resize_mask(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Binary masks at ``size``: area-average then threshold at 0.5 (keeps lesion area)."""
-    if tuple(masks.shape[-2:]) == tuple(size):
-        return (masks > 0).float()
-    return (F.interpolate((masks > 0).float(), size=size, mode="area") > 0.5).float()
 
 
 def fit_segmenter(

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from medgen.metrics import MetricResult
+from medgen.training.callbacks import active_mlflow
 
 logger = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
@@ -66,9 +67,8 @@ def mlflow_metrics(report: Mapping[str, Any]) -> dict[str, float]:
 
 def log_to_mlflow(report: Mapping[str, Any]) -> int:
     """Log the report's numbers into the active MLflow run (kedro-mlflow's); 0 if none is active."""
-    import mlflow
-
-    if mlflow.active_run() is None:
+    mlflow = active_mlflow()
+    if mlflow is None:
         logger.info("evaluation: no active MLflow run, metrics are in metrics.json only")
         return 0
     metrics = mlflow_metrics(report)

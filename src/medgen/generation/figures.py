@@ -39,7 +39,7 @@ def real_examples(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(targets, masks)`` of ``n`` slices with a lesion, evenly spread over the bundle
     (neighbouring slices of one subject look alike); all slices count if none has a lesion."""
-    index = torch.nonzero(has_lesion(slices)).flatten()
+    index = torch.nonzero(has_lesion(slices["seg"])).flatten()
     if index.numel() == 0:
         index = torch.arange(len(slices))
     if index.numel() > n:

@@ -91,16 +91,17 @@ def generate_outputs(
     mask_combo = mask_bundle.metadata["combination"]
     image_combo = image_bundle.metadata["combination"]
     spacing = image_bundle.metadata.get("pixel_spacing_mm")
+    weights = "ema" if opts["use_ema"] else "raw"
     source = {
         "masks": {
             "combination": mask_combo,
             "steps": mask_bundle.metadata.get("steps"),
-            "weights": "ema" if opts["use_ema"] else "raw",
+            "weights": weights,
         },
         "images": {
             "combination": image_combo,
             "steps": image_bundle.metadata.get("steps"),
-            "weights": "ema" if opts["use_ema"] else "raw",
+            "weights": weights,
         },
     }
     out = GenerationOutputs()
@@ -150,7 +151,7 @@ def generate_outputs(
         "samplers": samplers,
         "guidance_scale": float(opts["guidance_scale"]),
         "seed": int(opts["seed"]),
-        "weights": "ema" if opts["use_ema"] else "raw",
+        "weights": weights,
         "empty_masks": empty,
         "mask_sampling_rounds": chain.mask_rounds,
         "lesion_fraction": {

@@ -31,9 +31,10 @@ def mask_overlay(gray: np.ndarray | None, mask: np.ndarray, alpha: float = 0.6) 
     return rgb.round().astype(np.uint8)
 
 
-def _tile(array: np.ndarray, scale: int) -> np.ndarray:
+def tile(array: np.ndarray, scale: int) -> np.ndarray:
+    """Grey ``[H, W]`` or RGB ``[H, W, 3]`` uint8 as RGB, upscaled ``scale`` times (nearest)."""
     rgb = array if array.ndim == 3 else np.repeat(array[..., None], 3, axis=2)
-    return np.kron(rgb, np.ones((scale, scale, 1), dtype=np.uint8))  # nearest upscaling
+    return np.kron(rgb, np.ones((scale, scale, 1), dtype=np.uint8))
 
 
 def sample_grid(
@@ -60,40 +61,33 @@ def sample_grid(
     mask_np = masks.detach().cpu().numpy()[:, 0] > 0
     cells = []
     for i in range(n):
-        tiles = [] if gray is None else [_tile(channel, scale) for channel in gray[i]]
-        tiles.append(_tile(mask_overlay(None if gray is None else gray[i, 0], mask_np[i]), scale))
-        cells.append(_hstack(tiles, gap // 2))
+        tiles = [] if gray is None else [tile(channel, scale) for channel in gray[i]]
+        tiles.append(tile(mask_overlay(None if gray is None else gray[i, 0], mask_np[i]), scale))
+        cells.append(stack(tiles, gap // 2, axis=1))
     ncols = max(1, min(ncols, n))
-    rows = [_hstack(cells[r : r + ncols], gap * 2) for r in range(0, n, ncols)]
-    return Image.fromarray(_vstack(rows, gap * 2))
+    rows = [stack(cells[r : r + ncols], gap * 2, axis=1) for r in range(0, n, ncols)]
+    return Image.fromarray(stack(rows, gap * 2, axis=0))
 
 
-def _hstack(tiles: list[np.ndarray], gap: int) -> np.ndarray:
-    height = max(t.shape[0] for t in tiles)
-    spacer = np.full((height, gap, 3), BACKGROUND, np.uint8)
-    parts = []
-    for i, tile in enumerate(tiles):
+def stack(
+    parts: list[np.ndarray], gap: int, axis: int, background: tuple[int, int, int] = BACKGROUND
+) -> np.ndarray:
+    """RGB arrays side by side (``axis=1``) or one above the other (``axis=0``), ``gap`` pixels
+    of ``background`` apart; parts smaller across the stack are padded at their end."""
+    across = 1 - axis
+    extent = max(p.shape[across] for p in parts)
+    out = []
+    for i, part in enumerate(parts):
+        shape = [0, 0, 3]
+        shape[across] = extent
         if i:
-            parts.append(spacer)
-        parts.append(_pad_to(tile, height, tile.shape[1]))
-    return np.concatenate(parts, axis=1)
-
-
-def _vstack(rows: list[np.ndarray], gap: int) -> np.ndarray:
-    width = max(r.shape[1] for r in rows)
-    spacer = np.full((gap, width, 3), BACKGROUND, np.uint8)
-    parts = []
-    for i, row in enumerate(rows):
-        if i:
-            parts.append(spacer)
-        parts.append(_pad_to(row, row.shape[0], width))
-    return np.concatenate(parts, axis=0)
-
-
-def _pad_to(array: np.ndarray, height: int, width: int) -> np.ndarray:
-    out = np.full((height, width, 3), BACKGROUND, np.uint8)
-    out[: array.shape[0], : array.shape[1]] = array
-    return out
+            shape[axis] = gap
+            out.append(np.full(shape, background, np.uint8))
+        shape[axis] = part.shape[axis]
+        padded = np.full(shape, background, np.uint8)
+        padded[: part.shape[0], : part.shape[1]] = part
+        out.append(padded)
+    return np.concatenate(out, axis=axis)
 
 
 def titled(image: Image.Image, title: str, margin: int = 6) -> Image.Image:

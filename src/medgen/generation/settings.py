@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medgen.generation.model_bundle import combination_name
+
 ROLES = ("masks", "images")
 OVERRIDABLE = ("backbone", "training", "strategies")
 
@@ -48,7 +50,7 @@ class ModelSettings:
 
     @property
     def combination(self) -> str:
-        return f"{self.strategy}_{self.mode}"
+        return combination_name(self.task_config)
 
 
 def model_settings(
@@ -83,6 +85,8 @@ def model_settings(
         train_slices=str(role_params.get("train_slices", "all")),
         resources=dict(settings.get("resources") or {}),
         torch_threads=settings.get("torch_threads"),
-        checkpoint_dir=Path(settings["checkpoint_root"]) / f"{strategy}_{mode}" / "checkpoints",
+        checkpoint_dir=Path(
+            settings["checkpoint_root"], combination_name(task_config), "checkpoints"
+        ),
         resume=bool(settings.get("resume", True)),
     )

@@ -1,8 +1,7 @@
 """Model-input slices for 2D diffusion: resizing to the training resolution and selection.
 
-Images are resized with antialiased bilinear interpolation (a plain bilinear downsample
-aliases the thin cortex into stripes); label maps with nearest-exact so they keep their
-label values. ``pixel_spacing_mm`` in the metadata is scaled with the size, so NIfTI files
+Images and label maps are resized by `medgen.data.resize` (antialiased bilinear; labels
+nearest-exact). ``pixel_spacing_mm`` in the metadata is scaled with the size, so NIfTI files
 written from resized slices keep true physical dimensions.
 """
 
@@ -11,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from medgen.data.resize import resize_images, resize_labels
 from medgen.datasets import TensorBundle
 
 LABEL_KEYS = ("seg", "tissue")
@@ -31,48 +30,47 @@ def resize_slices(bundle: TensorBundle, resolution: int) -> TensorBundle:
     metadata = dict(bundle.metadata)
     if resolution == height:
         return TensorBundle(dict(bundle.tensors), metadata)
+    size = (resolution, resolution)
     tensors = dict(bundle.tensors)
-    tensors["images"] = F.interpolate(
-        images.float(),
-        size=(resolution, resolution),
-        mode="bilinear",
-        antialias=True,
-        align_corners=False,
-    ).clamp(-1.0, 1.0)
+    tensors["images"] = resize_images(images, size).clamp(-1.0, 1.0)
     for key in LABEL_KEYS:
         if key in tensors:
-            labels = tensors[key]
-            tensors[key] = F.interpolate(
-                labels.float(), size=(resolution, resolution), mode="nearest-exact"
-            ).to(labels.dtype)
+            tensors[key] = resize_labels(tensors[key], size)
     metadata["size"] = resolution
     if metadata.get("pixel_spacing_mm") is not None:
         metadata["pixel_spacing_mm"] = float(metadata["pixel_spacing_mm"]) * height / resolution
     return TensorBundle(tensors, metadata)
 
 
-def has_lesion(bundle: TensorBundle) -> torch.Tensor:
-    """Boolean ``[N]``: does slice i contain any lesion label?"""
-    return (bundle["seg"] > 0).flatten(1).any(dim=1)
+def has_lesion(seg: torch.Tensor) -> torch.Tensor:
+    """Boolean ``[N]``: does slice i of a ``seg`` label map contain any lesion label?"""
+    return (seg > 0).flatten(1).any(dim=1)
 
 
-def select_slices(bundle: TensorBundle, selection: str) -> TensorBundle:
-    """``all`` slices, or only those ``with_lesions`` (a mask model trained on every slice
-    would mostly learn to draw empty masks: about two thirds of the slices have no lesion)."""
+def select_slices(
+    bundle: TensorBundle, selection: str, param: str = "slice selection"
+) -> TensorBundle:
+    """``all`` slices, or only those ``with_lesions`` (possibly none); ``param`` names the
+    setting that chose ``selection``, for the error message."""
     if selection not in SLICE_SELECTIONS:
-        raise ValueError(f"slice selection must be one of {SLICE_SELECTIONS}, got {selection!r}")
+        raise ValueError(f"{param} must be one of {SLICE_SELECTIONS}, got {selection!r}")
     if selection == "all":
         return bundle
-    keep = has_lesion(bundle)
-    if not keep.any():
-        raise ValueError("no slice contains a lesion: cannot train on slices 'with_lesions'")
+    keep = has_lesion(bundle["seg"])
     tensors = {k: v[keep] for k, v in bundle.tensors.items()}
     return TensorBundle(tensors, {**bundle.metadata, "selection": selection})
 
 
 def prepare_slices(bundle: TensorBundle, resolution: int, selection: str = "all") -> TensorBundle:
-    """Resize then select: the slices one model trains on."""
-    return select_slices(resize_slices(bundle, resolution), selection)
+    """Resize then select: the slices one model trains on.
+
+    A mask model trained on every slice would mostly learn to draw empty masks (about two
+    thirds of the slices have no lesion): ``with_lesions`` trains it on lesion slices only.
+    """
+    slices = select_slices(resize_slices(bundle, resolution), selection, "train_slices")
+    if selection == "with_lesions" and len(slices) == 0:
+        raise ValueError(f"no slice contains a lesion: cannot train on slices {selection!r}")
+    return slices
 
 
 class SliceDataset(Dataset):

@@ -28,6 +28,7 @@ import torch
 
 from medgen.datasets import TensorBundle, TensorDataset
 from medgen.diffusion import build_task
+from medgen.generation.model_bundle import combination_name
 from medgen.generation.slices import SliceDataset
 from medgen.training import (
     JobSpec,
@@ -159,7 +160,7 @@ def train_diffusion_model(
     resumed_from = latest_step(checkpoint_dir) if resumable else 0
     data_path = checkpoint_dir / DATA_FILE
     TensorDataset(filepath=str(data_path)).save(slices)
-    prefix = f"{task_config['strategy']['name']}_{task_config['mode']}"
+    prefix = combination_name(task_config)
     spec = JobSpec(
         factory=FACTORY,
         config=config.to_dict(),

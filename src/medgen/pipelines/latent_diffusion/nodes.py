@@ -72,12 +72,13 @@ def train_diffusion_model(
         resolution=s.resolution,
         steps_before=run.resumed_from_step,
     )
-    task, model = G.load_diffusion_model(bundle)
+    preview = figures.training_preview(*G.load_diffusion_model(bundle), data)
+    # The loss curve reaches MLflow from the training callback (<combo>_loss_curve.png).
+    figures.log_images_to_mlflow({"training_preview": preview}, f"latent_diffusion/{s.combination}")
     plots = {
         f"{s.combination}/loss_curve": figures.loss_curve_image(run.result.history),
-        f"{s.combination}/training_preview": figures.training_preview(task, model, data),
+        f"{s.combination}/training_preview": preview,
     }
-    figures.log_images_to_mlflow(plots, f"latent_diffusion/{s.combination}")
     return {s.combination: bundle}, {s.combination: report}, plots
 
 
@@ -91,12 +92,13 @@ def find_learning_rate(
         return {}, {}
     s = G.model_settings(settings, role, slices.metadata["modalities"])
     task = build_task(s.task_config)
-    torch.manual_seed(TrainingConfig.from_dict(s.training).seed)
+    config = TrainingConfig.from_dict(s.training)
+    torch.manual_seed(config.seed)
     result = lr_range_test(
         task.build_model(s.backbone),
         task.loss,
         G.SliceDataset(G.prepare_slices(slices, s.resolution, s.train_slices)),
-        TrainingConfig.from_dict(s.training),
+        config,
         **options,
     )
     name = f"lr_range_test_{s.combination}"
