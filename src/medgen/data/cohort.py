@@ -20,6 +20,7 @@ from monai.transforms import Rand3DElastic, RandBiasField, RandRicianNoise
 from scipy import ndimage
 
 from medgen.config import config_from_params
+from medgen.data.labels import TISSUE_LABELS  # noqa: F401  (re-exported)
 from medgen.data.lesions import (
     ENHANCING,
     NECROTIC,
@@ -37,7 +38,6 @@ from medgen.datasets import SubjectPayload
 GENERATOR_VERSION = 1
 
 IMAGE_MODALITIES = ("t1_pre", "t1_gd", "flair", "bravo")
-TISSUE_LABELS = {0: "background", 1: "CSF", 2: "GM", 3: "WM"}
 
 # Relative signal of (CSF, GM, WM, necrotic core, enhancing rim) and the factor applied
 # to oedematous tissue, loosely following clinical appearance at 1.5-3 T.

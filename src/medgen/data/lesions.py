@@ -14,9 +14,7 @@ import numpy as np
 from scipy import ndimage
 
 from medgen.data.anatomy import approximate_lobe, hemisphere
-
-NECROTIC, OEDEMA, ENHANCING = 1, 2, 3
-LESION_LABELS = {0: "background", NECROTIC: "necrotic core", OEDEMA: "oedema", ENHANCING: "enhancing"}
+from medgen.data.labels import ENHANCING, LESION_LABELS, NECROTIC, OEDEMA  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ with rows anterior (top) to posterior and columns left to right (neurological vi
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,8 +17,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from medgen.config import config_from_params
-from medgen.data.cohort import TISSUE_LABELS
-from medgen.data.lesions import LESION_LABELS
+from medgen.data.labels import LESION_LABELS, TISSUE_LABELS, has_lesion
 from medgen.data.resize import resize_images, resize_labels
 from medgen.datasets import SubjectRecord, TensorBundle
 
@@ -64,11 +64,29 @@ def _square_resize(stack: torch.Tensor, size: int, nearest: bool) -> torch.Tenso
     return (resize_labels if nearest else resize_images)(stack, (size, size))
 
 
-def _volumes(record: SubjectRecord, modalities: tuple[str, ...]) -> dict[str, np.ndarray]:
-    wanted = [*modalities, *(k for k in LABEL_KEYS if k in record.files)]
-    if "growth" in record.files:
-        wanted.append("growth")
-    return {k: np.asarray(record.load(k).get_fdata(dtype=np.float32)) for k in wanted}
+@dataclass(frozen=True)
+class SubjectVolumes:
+    """The arrays of one preprocessed subject, read once for slices and volumes alike."""
+
+    arrays: dict[str, np.ndarray]
+    voxel_mm: tuple[float, ...]
+
+
+def load_volumes(
+    records: Mapping[str, SubjectRecord], subjects: Iterable[str], modalities: Iterable[str]
+) -> dict[str, SubjectVolumes]:
+    """Read ``modalities`` plus the label and growth maps of ``subjects``, in that order."""
+    loaded = {}
+    for subject in subjects:
+        record = records[subject]
+        wanted = dict.fromkeys([*modalities, *(k for k in (*LABEL_KEYS, "growth") if k in record.files)])
+        images = {k: record.load(k) for k in wanted}
+        zooms = next(iter(images.values())).header.get_zooms()[:3]
+        loaded[subject] = SubjectVolumes(
+            arrays={k: np.asarray(image.get_fdata(dtype=np.float32)) for k, image in images.items()},
+            voxel_mm=tuple(float(z) for z in zooms),
+        )
+    return loaded
 
 
 def brain_mask(volumes: dict[str, np.ndarray], modalities: tuple[str, ...]) -> np.ndarray:
@@ -78,16 +96,14 @@ def brain_mask(volumes: dict[str, np.ndarray], modalities: tuple[str, ...]) -> n
     return volumes[modalities[0]] > -0.9
 
 
-def extract_slices(
-    records: dict[str, SubjectRecord], subjects: list[str], config: SliceConfig, split: str
-) -> TensorBundle:
+def extract_slices(subjects: Mapping[str, SubjectVolumes], config: SliceConfig, split: str) -> TensorBundle:
     """Axial slices with at least ``min_brain_fraction`` brain, resized to ``size``²."""
     images, labels, subject_index, slice_index = [], {k: [] for k in LABEL_KEYS}, [], []
     pixel_spacing_mm = None
-    for position, subject in enumerate(tqdm(subjects, desc=f"slicing {split}", leave=False)):
+    for position, loaded in enumerate(tqdm(subjects.values(), desc=f"slicing {split}", leave=False)):
+        volumes = loaded.arrays
         if pixel_spacing_mm is None:
-            pixel_spacing_mm = _pixel_spacing(records[subject], config)
-        volumes = _volumes(records[subject], config.modalities)
+            pixel_spacing_mm = _pixel_spacing(loaded, config.size)
         brain = axial_plane(brain_mask(volumes, config.modalities))
         keep = np.flatnonzero(brain.reshape(brain.shape[0], -1).mean(axis=1) >= config.min_brain_fraction)
         if keep.size == 0:
@@ -126,20 +142,17 @@ def extract_slices(
     return TensorBundle(tensors, metadata)
 
 
-def _pixel_spacing(record: SubjectRecord, config: SliceConfig) -> float:
-    header = record.load(config.modalities[0]).header
-    zooms = header.get_zooms()[:2]
-    side_mm = max(n * z for n, z in zip(header.get_data_shape()[:2], zooms, strict=True))
-    return round(float(side_mm / config.size), 4)
+def _pixel_spacing(loaded: SubjectVolumes, size: int) -> float:
+    shape = next(iter(loaded.arrays.values())).shape[:2]
+    side_mm = max(n * z for n, z in zip(shape, loaded.voxel_mm[:2], strict=True))
+    return round(float(side_mm / size), 4)
 
 
-def extract_volumes(
-    records: dict[str, SubjectRecord], subjects: list[str], config: VolumeConfig, split: str
-) -> TensorBundle:
+def extract_volumes(subjects: Mapping[str, SubjectVolumes], config: VolumeConfig, split: str) -> TensorBundle:
     """Whole volumes resized to ``size`` (trilinear for images, nearest for labels)."""
     images, labels, growth = [], {k: [] for k in LABEL_KEYS}, []
-    for subject in tqdm(subjects, desc=f"volumes {split}", leave=False):
-        volumes = _volumes(records[subject], config.modalities)
+    for loaded in tqdm(subjects.values(), desc=f"volumes {split}", leave=False):
+        volumes = loaded.arrays
         stack = torch.from_numpy(np.stack([volumes[m] for m in config.modalities]))[None]
         images.append(resize_images(stack, config.size))
         for key in LABEL_KEYS:
@@ -155,7 +168,7 @@ def extract_volumes(
         tensors["growth"] = torch.cat(growth).clamp(0, 1)
     if "seg" in tensors:
         # class label for class-conditional 3D generation: does the volume hold a lesion?
-        tensors["lesion_present"] = (tensors["seg"].flatten(1) > 0).any(dim=1).to(torch.int64)
+        tensors["lesion_present"] = has_lesion(tensors["seg"]).to(torch.int64)
     metadata = {
         "split": split,
         "subjects": list(subjects),

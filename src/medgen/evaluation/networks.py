@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from medgen.data.labels import has_lesion
 from medgen.datasets import TensorBundle
-from medgen.generation.slices import has_lesion
 from medgen.metrics import InDomainEncoder, load_in_domain_backbone, train_in_domain_backbone
 from medgen.metrics.fidelity import train_segmenter
 

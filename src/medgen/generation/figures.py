@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 from torch import nn
 
+from medgen.data.labels import has_lesion
 from medgen.datasets import TensorBundle
 from medgen.diffusion import DiffusionTask, lesion_condition
 from medgen.generation.grids import sample_grid, side_by_side, titled
-from medgen.generation.slices import has_lesion
 from medgen.training import LRFinderResult, MlflowCallback, plot_lr_range_test, save_loss_curve
 
 

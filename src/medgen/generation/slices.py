@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch.utils.data import Dataset
 
+from medgen.data.labels import has_lesion
 from medgen.data.resize import resize_images, resize_labels
 from medgen.datasets import TensorBundle
 
@@ -40,11 +40,6 @@ def resize_slices(bundle: TensorBundle, resolution: int) -> TensorBundle:
     if metadata.get("pixel_spacing_mm") is not None:
         metadata["pixel_spacing_mm"] = float(metadata["pixel_spacing_mm"]) * height / resolution
     return TensorBundle(tensors, metadata)
-
-
-def has_lesion(seg: torch.Tensor) -> torch.Tensor:
-    """Boolean ``[N]``: does slice i of a ``seg`` label map contain any lesion label?"""
-    return (seg > 0).flatten(1).any(dim=1)
 
 
 def select_slices(

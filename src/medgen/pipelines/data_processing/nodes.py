@@ -19,8 +19,14 @@ from medgen.data.cohort import (
     synthesise_subject,
 )
 from medgen.data.preprocess import PREPROCESS_VERSION, PreprocessConfig, preprocess_subject
-from medgen.data.slicing import SliceConfig, VolumeConfig, extract_slices, extract_volumes
-from medgen.data.splits import split_by_patient
+from medgen.data.slicing import (
+    SliceConfig,
+    VolumeConfig,
+    extract_slices,
+    extract_volumes,
+    load_volumes,
+)
+from medgen.data.splits import SPLIT_NAMES, split_by_patient
 from medgen.data.template import load_brain_template
 from medgen.data.validation import SubjectValidationError, ValidationRules, validate_subject
 from medgen.datasets import LazySubject, SubjectRecord, TensorBundle, fingerprint_of
@@ -108,20 +114,20 @@ def split_subjects(validation_report: dict[str, Any], split: dict[str, Any]) -> 
     return split_by_patient(validation_report["valid"], split["fractions"], split["seed"], split["patient_pattern"])
 
 
-def make_slices(
-    preprocessed_cohort: dict[str, SubjectRecord], subject_splits: dict[str, list[str]], slices: dict[str, Any]
-) -> tuple[TensorBundle, TensorBundle, TensorBundle]:
-    """2D axial slices per split."""
-    config = SliceConfig.from_params(slices)
-    return tuple(extract_slices(preprocessed_cohort, subject_splits[s], config, s) for s in ("train", "val", "test"))
-
-
-def make_volumes(
-    preprocessed_cohort: dict[str, SubjectRecord], subject_splits: dict[str, list[str]], volumes: dict[str, Any]
-) -> tuple[TensorBundle, TensorBundle, TensorBundle]:
-    """Downsampled 3D volumes per split."""
-    config = VolumeConfig.from_params(volumes)
-    return tuple(extract_volumes(preprocessed_cohort, subject_splits[s], config, s) for s in ("train", "val", "test"))
+def make_model_inputs(
+    preprocessed_cohort: dict[str, SubjectRecord],
+    subject_splits: dict[str, list[str]],
+    slices: dict[str, Any],
+    volumes: dict[str, Any],
+) -> tuple[TensorBundle, ...]:
+    """2D axial slices and downsampled 3D volumes per split, each subject read once."""
+    slice_config, volume_config = SliceConfig.from_params(slices), VolumeConfig.from_params(volumes)
+    modalities = dict.fromkeys([*slice_config.modalities, *volume_config.modalities])
+    per_split = {}
+    for split in SPLIT_NAMES:
+        loaded = load_volumes(preprocessed_cohort, subject_splits[split], modalities)
+        per_split[split] = (extract_slices(loaded, slice_config, split), extract_volumes(loaded, volume_config, split))
+    return tuple(per_split[s][0] for s in SPLIT_NAMES) + tuple(per_split[s][1] for s in SPLIT_NAMES)
 
 
 def summarise_data(

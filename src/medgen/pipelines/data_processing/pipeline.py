@@ -25,16 +25,13 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(nodes.split_subjects, ["validation_report", "params:split"], "subject_splits", name="split_subjects"),
             node(
-                nodes.make_slices,
-                ["preprocessed_cohort", "subject_splits", "params:slices"],
-                ["slices_2d_train", "slices_2d_val", "slices_2d_test"],
-                name="make_slices",
-            ),
-            node(
-                nodes.make_volumes,
-                ["preprocessed_cohort", "subject_splits", "params:volumes"],
-                ["volumes_3d_train", "volumes_3d_val", "volumes_3d_test"],
-                name="make_volumes",
+                nodes.make_model_inputs,
+                ["preprocessed_cohort", "subject_splits", "params:slices", "params:volumes"],
+                [
+                    "slices_2d_train", "slices_2d_val", "slices_2d_test",
+                    "volumes_3d_train", "volumes_3d_val", "volumes_3d_test",
+                ],
+                name="make_model_inputs",
             ),
             node(
                 nodes.summarise_data,
