@@ -26,9 +26,15 @@ import numpy as np
 import torch
 from torchvision.models import inception_v3
 
-from medgen.metrics.backbones import FeatureBackbone, in_domain_backbone
-from medgen.metrics.fid import compute_fid, extract_features, frechet_distance
-from medgen.metrics.in_domain import InDomainEncoder
+from medgen.metrics import (
+    FeatureBackbone,
+    InDomainEncoder,
+    compute_fid,
+    custom_backbone,
+    extract_features,
+    frechet_distance,
+    in_domain_backbone,
+)
 
 
 def random_images(n: int, size: int = 64, seed: int = 0) -> torch.Tensor:
@@ -46,17 +52,12 @@ def random_init_inception_backbone() -> FeatureBackbone:
     torch.manual_seed(0)
     net = inception_v3(weights=None, aux_logits=False, init_weights=False)
     net.fc = torch.nn.Identity()
-    net.eval()
-
-    def extract(batch: torch.Tensor) -> torch.Tensor:
-        return net((batch / 255.0 - 0.5) / 0.5)
-
-    return FeatureBackbone(
-        name="torchvision inception_v3, random init (architecture cost only; not FID)",
-        extractor=extract,
+    # fn_resize=None: clean-fid's own "clean" resize to 299x299, what inception_v3 FID pays.
+    return custom_backbone(
+        "torchvision inception_v3, random init (architecture cost only; not FID)",
+        net,
         fn_resize=None,
         mode="clean",
-        cleanfid_mode="clean",
     )
 
 

@@ -4,7 +4,13 @@ Every generated-vs-real number names its backbone, its sample counts and a
 real-vs-real floor measured the same way (:class:`MetricResult`).
 """
 
-from medgen.metrics.backbones import BACKBONES, FeatureBackbone, build_backbone, custom_backbone
+from medgen.metrics.backbones import (
+    BACKBONES,
+    FeatureBackbone,
+    build_backbone,
+    custom_backbone,
+    in_domain_backbone,
+)
 from medgen.metrics.brats_inpainting import brats_inpainting_metrics
 from medgen.metrics.errors import MissingWeightsError
 from medgen.metrics.fid import (
@@ -58,6 +64,7 @@ __all__ = [
     "fid_2p5d_with_floor",
     "fid_with_floor",
     "frechet_distance",
+    "in_domain_backbone",
     "in_domain_checkpoint",
     "load_in_domain_backbone",
     "mae",

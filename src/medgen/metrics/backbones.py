@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medgen.metrics.errors import MissingWeightsError
+from medgen.metrics.errors import MissingWeightsError, require_weights_file
 from medgen.metrics.in_domain import InDomainEncoder, load_in_domain_backbone
 
 BACKBONES = ("inception_v3", "clip_vit_b_32", "radimagenet_resnet50", "in_domain")
@@ -50,10 +50,6 @@ class FeatureBackbone:
     fn_resize: Resizer | None
     mode: str  # how inputs reach the network, reported next to every FID
     cleanfid_mode: str = "clean"  # clean-fid's resizer when fn_resize is None
-
-    def features(self, batch_0_255: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return self.extractor(batch_0_255)
 
 
 def native_resolution(image: np.ndarray) -> np.ndarray:
@@ -170,14 +166,12 @@ def _inception_backbone(
         from cleanfid.inception_torchscript import InceptionV3W
 
         directory = Path(weights_dir) if weights_dir is not None else cleanfid_inception_dir()
-        if not (directory / CLEANFID_INCEPTION_FILE).is_file():
-            raise MissingWeightsError(
-                "inception_v3",
-                CLEANFID_INCEPTION_FILE,
-                directory,
-                source=inception_url,
-                hint="(clean-fid 'clean' mode TorchScript Inception)",
-            )
+        require_weights_file(
+            directory / CLEANFID_INCEPTION_FILE,
+            "inception_v3",
+            source=inception_url,
+            hint="(clean-fid 'clean' mode TorchScript Inception)",
+        )
         # clean-fid's own loader, with download disabled because we checked above.
         model = InceptionV3W(str(directory), download=False, resize_inside=False).to(device).eval()
         return FeatureBackbone(
@@ -191,15 +185,12 @@ def _inception_backbone(
         from cleanfid.features import feature_extractor
         from cleanfid.inception_pytorch import FID_WEIGHTS_URL
 
-        path = legacy_pytorch_inception_file()
-        if not path.is_file():
-            raise MissingWeightsError(
-                "inception_v3",
-                path.name,
-                path.parent,
-                source=FID_WEIGHTS_URL,
-                hint="(torch hub cache, torch.hub.get_dir()/checkpoints)",
-            )
+        require_weights_file(
+            legacy_pytorch_inception_file(),
+            "inception_v3",
+            source=FID_WEIGHTS_URL,
+            hint="(torch hub cache, torch.hub.get_dir()/checkpoints)",
+        )
         model_fn = feature_extractor(
             name="pytorch_inception", device=device, use_dataparallel=False
         )
@@ -224,10 +215,7 @@ def _clip_backbone(device: torch.device) -> FeatureBackbone:
             hint="clean-fid's CLIP features also need the OpenAI 'clip' package "
             "(git+https://github.com/openai/CLIP.git), which is not installed in this environment.",
         )
-    if not (cache / CLIP_WEIGHTS_FILE).is_file():
-        raise MissingWeightsError(
-            "clip_vit_b_32", CLIP_WEIGHTS_FILE, cache, source="clip.load('ViT-B/32')"
-        )
+    require_weights_file(cache / CLIP_WEIGHTS_FILE, "clip_vit_b_32", source="clip.load('ViT-B/32')")
     from cleanfid.clip_features import CLIP_fx, img_preprocess_clip
 
     clip_fx = CLIP_fx("ViT-B/32", device=device)
@@ -244,7 +232,8 @@ class _RadImageNetResNet50(nn.Module):
 
     Preprocessing follows the MONAI GenerativeModels FID tutorial for RadImageNet:
     [0, 1] input, RGB->BGR, subtract the BGR means (0.406, 0.456, 0.485), native
-    resolution, global average pool of the last block (2048 features).
+    resolution, global average pool of the last block (2048 features). The [0, 1]
+    input is what :func:`custom_backbone` hands any network, so it wraps this one too.
     """
 
     def __init__(self) -> None:
@@ -255,22 +244,17 @@ class _RadImageNetResNet50(nn.Module):
         self.net.fc = nn.Identity()
         self.register_buffer("bgr_mean", torch.tensor([0.406, 0.456, 0.485]).view(1, 3, 1, 1))
 
-    def forward(self, batch_0_255: torch.Tensor) -> torch.Tensor:
-        x = batch_0_255 / 255.0
-        x = x[:, [2, 1, 0]] - self.bgr_mean
-        return self.net(x)
+    def forward(self, batch_0_1: torch.Tensor) -> torch.Tensor:
+        return self.net(batch_0_1[:, [2, 1, 0]] - self.bgr_mean)
 
 
 def _radimagenet_backbone(path: str | Path, device: torch.device) -> FeatureBackbone:
-    path = Path(path)
-    if not path.is_file():
-        raise MissingWeightsError(
-            "radimagenet_resnet50",
-            path.name,
-            path.parent,
-            source="RadImageNet (RadImageNet-ResNet50_notop, converted to a torchvision resnet50 state_dict "
-            "without the fc layer)",
-        )
+    path = require_weights_file(
+        Path(path),
+        "radimagenet_resnet50",
+        source="RadImageNet (RadImageNet-ResNet50_notop, converted to a torchvision resnet50 state_dict "
+        "without the fc layer)",
+    )
     model = _RadImageNetResNet50()
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = state.get("state_dict", state)
@@ -281,10 +265,4 @@ def _radimagenet_backbone(path: str | Path, device: torch.device) -> FeatureBack
             f"{path} is not a torchvision resnet50 state_dict: missing {missing[:5]}, "
             f"unexpected {list(result.unexpected_keys)[:5]}"
         )
-    model = model.to(device).eval()
-    return FeatureBackbone(
-        name="radimagenet_resnet50",
-        extractor=lambda x: model(x.to(device)),
-        fn_resize=native_resolution,
-        mode="native-resolution",
-    )
+    return custom_backbone("radimagenet_resnet50", model, device=device)

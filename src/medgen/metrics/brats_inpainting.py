@@ -85,13 +85,13 @@ def brats_inpainting_metrics(
     """
     pred = as_tensor(prediction, ndim=None).squeeze()
     gt = as_tensor(target, ndim=None).squeeze()
-    m = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask).squeeze()
+    m = as_tensor(mask, ndim=None).squeeze()
     if pred.ndim != 3 or pred.shape != gt.shape or m.shape != gt.shape:
         raise ValueError(
             f"need three equal 3D volumes, got {tuple(pred.shape)}, {tuple(gt.shape)}, "
             f"mask {tuple(m.shape)}"
         )
-    if not torch.isin(torch.unique(m.float()), torch.tensor([0.0, 1.0])).all():
+    if not torch.isin(torch.unique(m), torch.tensor([0.0, 1.0])).all():
         raise ValueError("inpainting mask must be binary (0/1)")
     m = m.bool()
     if not m.any():

@@ -34,3 +34,14 @@ class MissingWeightsError(FileNotFoundError):
         if hint:
             message += f" {hint}"
         super().__init__(message)
+
+
+def require_weights_file(path: Path, backbone: str, *, source: str = "", hint: str = "") -> Path:
+    """``path`` if it is a file, else :class:`MissingWeightsError` naming it.
+
+    Called before any library is handed the weights, so a missing file is reported
+    instead of fetched.
+    """
+    if not path.is_file():
+        raise MissingWeightsError(backbone, path.name, path.parent, source=source, hint=hint)
+    return path

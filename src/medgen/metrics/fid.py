@@ -131,7 +131,8 @@ def extract_features(
 
 
 def extract_channel_features(images: ArrayLike, backbone: FeatureBackbone, **kwargs) -> np.ndarray:
-    """[N, G, F] features, one group G per grayscale channel (or one RGB group)."""
+    """[N, G, F] features of images [N, C, H, W] in [-1, 1], one group G per grayscale
+    channel (or one RGB group); ``kwargs`` as for :func:`extract_features`."""
     tensor = as_tensor(images)
     return np.stack(
         [extract_features(group, backbone, **kwargs) for group in grayscale_channel_groups(tensor)],
@@ -185,19 +186,19 @@ def fid_with_floor(
 ) -> MetricResult:
     """FID of generated vs a real half, with the real-vs-real floor at the same counts.
 
-    Features are extracted once for every image; halves and subsets index them.
+    Features are extracted once for each subset the floor protocol uses (the
+    reference half serves both the value and the floor) and for no other image.
     """
     kwargs = {"batch_size": batch_size, "num_workers": num_workers, "device": device}
-    real_feats = extract_channel_features(real, backbone, **kwargs)
-    gen_feats = extract_channel_features(generated, backbone, **kwargs)
     return two_sample_with_floor(
         lambda sample, reference: fid_from_channel_features(reference, sample),
-        real_feats,
-        gen_feats,
+        real,
+        generated,
         name="fid",
         backbone=backbone.name,
         mode=backbone.mode,
         seed=seed,
+        prepare=lambda images: extract_channel_features(images, backbone, **kwargs),
     )
 
 
@@ -264,6 +265,40 @@ def plane_slices(
     return taken.reshape(-1, *taken.shape[2:])
 
 
+def _plane_features(
+    volumes: ArrayLike,
+    backbone: FeatureBackbone,
+    *,
+    slices_per_volume: int | None,
+    central_fraction: float,
+    **kwargs,
+) -> dict[str, np.ndarray]:
+    """Channel features [N*S, G, F] of the volumes' slices in each plane of :data:`PLANES`."""
+    return {
+        plane: extract_channel_features(
+            plane_slices(
+                volumes,
+                plane,
+                slices_per_volume=slices_per_volume,
+                central_fraction=central_fraction,
+            ),
+            backbone,
+            **kwargs,
+        )
+        for plane in PLANES
+    }
+
+
+def _fid_2p5d(
+    real: dict[str, np.ndarray], generated: dict[str, np.ndarray], settings: dict
+) -> tuple[float, dict]:
+    per_plane = {
+        plane: fid_from_channel_features(real[plane], generated[plane])[0] for plane in PLANES
+    }
+    details = {"per_plane": per_plane, **settings, "counts": "n_real/n_generated are volumes"}
+    return float(np.mean(list(per_plane.values()))), details
+
+
 def compute_fid_2p5d(
     real_volumes: ArrayLike,
     generated_volumes: ArrayLike,
@@ -276,36 +311,21 @@ def compute_fid_2p5d(
     device: str | torch.device = "cpu",
 ) -> MetricResult:
     """2.5D FID: a 2D FID per orthogonal plane, averaged (as MAISI reports volume FID)."""
-    per_plane: dict[str, float] = {}
-    for plane in PLANES:
-        real = plane_slices(
-            real_volumes,
-            plane,
-            slices_per_volume=slices_per_volume,
-            central_fraction=central_fraction,
-        )
-        gen = plane_slices(
-            generated_volumes,
-            plane,
-            slices_per_volume=slices_per_volume,
-            central_fraction=central_fraction,
-        )
-        per_plane[plane] = compute_fid(
-            real, gen, backbone, batch_size=batch_size, num_workers=num_workers, device=device
-        ).value
+    settings = {"slices_per_volume": slices_per_volume, "central_fraction": central_fraction}
+    kwargs = {**settings, "batch_size": batch_size, "num_workers": num_workers, "device": device}
+    value, details = _fid_2p5d(
+        _plane_features(real_volumes, backbone, **kwargs),
+        _plane_features(generated_volumes, backbone, **kwargs),
+        settings,
+    )
     return MetricResult(
         name="fid_2p5d",
-        value=float(np.mean(list(per_plane.values()))),
+        value=value,
         backbone=backbone.name,
         n_real=len(real_volumes),
         n_generated=len(generated_volumes),
         mode=backbone.mode,
-        details={
-            "per_plane": per_plane,
-            "slices_per_volume": slices_per_volume,
-            "central_fraction": central_fraction,
-            "counts": "n_real/n_generated are volumes",
-        },
+        details=details,
     )
 
 
@@ -315,17 +335,25 @@ def fid_2p5d_with_floor(
     backbone: FeatureBackbone,
     *,
     seed: int = 0,
-    **kwargs,
+    slices_per_volume: int | None = None,
+    central_fraction: float = 1.0,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
 ) -> MetricResult:
-    """2.5D FID with its real-vs-real floor (volumes split into disjoint halves)."""
-    real = as_tensor(real_volumes, ndim=5)
-    gen = as_tensor(generated_volumes, ndim=5)
+    """2.5D FID with its real-vs-real floor (volumes split into disjoint halves).
+
+    Slice features are extracted once per subset of volumes, as in :func:`fid_with_floor`.
+    """
+    settings = {"slices_per_volume": slices_per_volume, "central_fraction": central_fraction}
+    kwargs = {**settings, "batch_size": batch_size, "num_workers": num_workers, "device": device}
     return two_sample_with_floor(
-        lambda sample, reference: compute_fid_2p5d(reference, sample, backbone, **kwargs),
-        real,
-        gen,
+        lambda sample, reference: _fid_2p5d(reference, sample, settings),
+        as_tensor(real_volumes, ndim=5),
+        as_tensor(generated_volumes, ndim=5),
         name="fid_2p5d",
         backbone=backbone.name,
         mode=backbone.mode,
         seed=seed,
+        prepare=lambda volumes: _plane_features(volumes, backbone, **kwargs),
     )

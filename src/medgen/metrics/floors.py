@@ -21,6 +21,11 @@ import numpy as np
 
 from medgen.metrics.results import MetricResult
 
+_PROTOCOLS = {
+    True: "value = metric(generated_n, realA_n); floor = metric(realB_n, realA_n); A, B disjoint",
+    False: "value = metric(generated_n); floor = metric(realA_n) (real-data reference at the same n)",
+}
+
 
 def split_real_halves(n_real: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Two disjoint index sets of size n_real // 2 from a seeded permutation."""
@@ -49,11 +54,48 @@ def _value_and_details(
     return float(out), {}
 
 
-def _counts(real: Any, generated: Any, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def _with_floor(
+    metric: Callable[..., float | MetricResult | tuple[float, dict]],
+    real: Any,
+    generated: Any,
+    *,
+    two_sample: bool,
+    name: str,
+    backbone: str,
+    mode: str | None,
+    seed: int,
+    prepare: Callable[[Any], Any] | None = None,
+) -> MetricResult:
     idx_a, idx_b = split_real_halves(len(real), seed)
     n = min(len(idx_a), len(generated))
     idx_gen = np.sort(np.random.default_rng(seed + 1).permutation(len(generated))[:n])
-    return idx_a[:n], idx_b[:n], idx_gen, n
+
+    def subset(data: Any, index: np.ndarray) -> Any:
+        return _take(data, index) if prepare is None else prepare(_take(data, index))
+
+    # Two-sample metrics compare against real half A, so the floor's sample is half B;
+    # one-sample metrics take no reference and half A itself is the floor's sample.
+    reference = (subset(real, idx_a[:n]),) if two_sample else ()
+    floor_sample = subset(real, (idx_b if two_sample else idx_a)[:n])
+    value, details = _value_and_details(metric(subset(generated, idx_gen), *reference))
+    floor, floor_details = _value_and_details(metric(floor_sample, *reference))
+    details.update(
+        floor_details=floor_details,
+        n_real_total=len(real),
+        n_generated_total=len(generated),
+        seed=seed,
+        protocol=_PROTOCOLS[two_sample],
+    )
+    return MetricResult(
+        name=name,
+        value=value,
+        floor=floor,
+        backbone=backbone,
+        n_real=n,
+        n_generated=n,
+        mode=mode,
+        details=details,
+    )
 
 
 def two_sample_with_floor(
@@ -65,28 +107,24 @@ def two_sample_with_floor(
     backbone: str,
     mode: str | None = None,
     seed: int = 0,
+    prepare: Callable[[Any], Any] | None = None,
 ) -> MetricResult:
-    """``metric(sample, reference)`` for generated and for a held-out real half (see module doc)."""
-    idx_a, idx_b, idx_gen, n = _counts(real, generated, seed)
-    reference = _take(real, idx_a)
-    value, details = _value_and_details(metric(_take(generated, idx_gen), reference))
-    floor, floor_details = _value_and_details(metric(_take(real, idx_b), reference))
-    details.update(
-        floor_details={k: v for k, v in floor_details.items()},
-        n_real_total=len(real),
-        n_generated_total=len(generated),
-        seed=seed,
-        protocol="value = metric(generated_n, realA_n); floor = metric(realB_n, realA_n); A, B disjoint",
-    )
-    return MetricResult(
+    """``metric(sample, reference)`` for generated and for a held-out real half (see module doc).
+
+    ``prepare`` (default: none), e.g. feature extraction, runs once on each of the
+    three subsets before ``metric`` sees them: the reference half, used twice, is
+    prepared once, and data outside the subsets is never prepared.
+    """
+    return _with_floor(
+        metric,
+        real,
+        generated,
+        two_sample=True,
         name=name,
-        value=value,
-        floor=floor,
         backbone=backbone,
-        n_real=n,
-        n_generated=n,
         mode=mode,
-        details=details,
+        seed=seed,
+        prepare=prepare,
     )
 
 
@@ -101,25 +139,15 @@ def one_sample_with_floor(
     seed: int = 0,
 ) -> MetricResult:
     """``metric(set)`` on generated and on a real half of the same size (see module doc)."""
-    idx_a, _, idx_gen, n = _counts(real, generated, seed)
-    value, details = _value_and_details(metric(_take(generated, idx_gen)))
-    floor, floor_details = _value_and_details(metric(_take(real, idx_a)))
-    details.update(
-        floor_details=floor_details,
-        n_real_total=len(real),
-        n_generated_total=len(generated),
-        seed=seed,
-        protocol="value = metric(generated_n); floor = metric(realA_n) (real-data reference at the same n)",
-    )
-    return MetricResult(
+    return _with_floor(
+        metric,
+        real,
+        generated,
+        two_sample=False,
         name=name,
-        value=value,
-        floor=floor,
         backbone=backbone,
-        n_real=n,
-        n_generated=n,
         mode=mode,
-        details=details,
+        seed=seed,
     )
 
 

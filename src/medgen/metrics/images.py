@@ -22,6 +22,18 @@ def as_tensor(images: ArrayLike, ndim: int | None = 4) -> torch.Tensor:
     return tensor
 
 
+def as_tensor_pair(images_a: ArrayLike, images_b: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two equally shaped [N, C, H, W] or [N, C, D, H, W] tensors (see :func:`as_tensor`)."""
+    a, b = as_tensor(images_a, ndim=None), as_tensor(images_b, ndim=None)
+    if a.shape != b.shape:
+        raise ValueError(
+            f"paired images must have equal shapes, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+    if a.ndim not in (4, 5):
+        raise ValueError(f"expected [N, C, H, W] or [N, C, D, H, W], got shape {tuple(a.shape)}")
+    return a, b
+
+
 def to_uint8_hwc(images: ArrayLike) -> np.ndarray:
     """[N, C, H, W] in [-1, 1] -> uint8 [N, H, W, C] in [0, 255].
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from medgen.metrics.errors import MissingWeightsError
+from medgen.metrics.errors import require_weights_file
 from medgen.metrics.floors import one_sample_with_floor, pairwise_indices
 from medgen.metrics.images import ArrayLike, as_tensor, grayscale_channel_groups, to_three_channels
 from medgen.metrics.results import MetricResult
@@ -66,24 +66,18 @@ class LPIPSScorer:
 
         if net not in _TORCHVISION_WEIGHTS:
             raise ValueError(f"LPIPS net must be one of {tuple(_TORCHVISION_WEIGHTS)}, got '{net}'")
-        linear = lpips_linear_weights_file(net)
-        if not linear.is_file():
-            raise MissingWeightsError(
-                f"lpips-{net}",
-                linear.name,
-                linear.parent,
-                source="the lpips package (reinstall lpips)",
-            )
+        require_weights_file(
+            lpips_linear_weights_file(net),
+            f"lpips-{net}",
+            source="the lpips package (reinstall lpips)",
+        )
         if pretrained_backbone:
-            trunk = torchvision_trunk_weights_file(net)
-            if not trunk.is_file():
-                raise MissingWeightsError(
-                    f"lpips-{net}",
-                    trunk.name,
-                    trunk.parent,
-                    source="torchvision's ImageNet weights",
-                    hint="Or set pretrained_backbone: false for an explicitly named random-init trunk.",
-                )
+            require_weights_file(
+                torchvision_trunk_weights_file(net),
+                f"lpips-{net}",
+                source="torchvision's ImageNet weights",
+                hint="Or set pretrained_backbone: false for an explicitly named random-init trunk.",
+            )
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.name = f"lpips-{net}" if pretrained_backbone else f"lpips-{net}{RANDOM_INIT_SUFFIX}"

@@ -10,36 +10,25 @@ from __future__ import annotations
 import torch
 from monai.metrics import MAEMetric, MSEMetric, PSNRMetric
 
-from medgen.metrics.images import ArrayLike, as_tensor
+from medgen.metrics.images import ArrayLike, as_tensor_pair
 from medgen.metrics.ssim import ssim
-
-
-def _pair(prediction: ArrayLike, target: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
-    p, t = as_tensor(prediction, ndim=None), as_tensor(target, ndim=None)
-    if p.shape != t.shape:
-        raise ValueError(
-            f"prediction and target shapes differ: {tuple(p.shape)} vs {tuple(t.shape)}"
-        )
-    if p.ndim not in (4, 5):
-        raise ValueError(f"expected [N, C, H, W] or [N, C, D, H, W], got {tuple(p.shape)}")
-    return p, t
 
 
 def psnr(prediction: ArrayLike, target: ArrayLike, *, data_range: float) -> torch.Tensor:
     """Per-image PSNR [N] in dB, 10*log10(data_range^2 / MSE); +inf for identical images."""
-    p, t = _pair(prediction, target)
+    p, t = as_tensor_pair(prediction, target)
     return PSNRMetric(max_val=data_range, reduction="none")(p, t).flatten()
 
 
 def mae(prediction: ArrayLike, target: ArrayLike) -> torch.Tensor:
     """Per-image mean absolute error [N]."""
-    p, t = _pair(prediction, target)
+    p, t = as_tensor_pair(prediction, target)
     return MAEMetric(reduction="none")(p, t).flatten()
 
 
 def mse(prediction: ArrayLike, target: ArrayLike) -> torch.Tensor:
     """Per-image mean squared error [N]."""
-    p, t = _pair(prediction, target)
+    p, t = as_tensor_pair(prediction, target)
     return MSEMetric(reduction="none")(p, t).flatten()
 
 
@@ -51,7 +40,7 @@ def paired_metrics(
     PSNR is averaged over finite values; ``psnr_n_identical`` counts images whose
     PSNR is infinite (exact reconstructions) so they are visible, not hidden.
     """
-    p, t = _pair(prediction, target)
+    p, t = as_tensor_pair(prediction, target)
     psnr_values = psnr(p, t, data_range=data_range)
     finite = torch.isfinite(psnr_values)
     return {

@@ -21,7 +21,7 @@ import torch
 from monai.metrics import compute_ms_ssim, compute_ssim_and_cs
 
 from medgen.metrics.floors import one_sample_with_floor, pairwise_indices
-from medgen.metrics.images import ArrayLike, as_tensor
+from medgen.metrics.images import ArrayLike, as_tensor, as_tensor_pair
 from medgen.metrics.results import MetricResult
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003
@@ -87,12 +87,6 @@ def choose_ms_ssim_config(
     )
 
 
-def _spatial_dims(x: torch.Tensor) -> int:
-    if x.ndim not in (4, 5):
-        raise ValueError(f"expected [N, C, H, W] or [N, C, D, H, W], got shape {tuple(x.shape)}")
-    return x.ndim - 2
-
-
 def ssim(
     images_a: ArrayLike,
     images_b: ArrayLike,
@@ -106,12 +100,8 @@ def ssim(
     The window shrinks to the largest odd size fitting the image if ``kernel_size``
     does not.
     """
-    a, b = as_tensor(images_a, ndim=None), as_tensor(images_b, ndim=None)
-    dims = _spatial_dims(a)
-    if a.shape != b.shape:
-        raise ValueError(
-            f"paired images must have equal shapes, got {tuple(a.shape)} and {tuple(b.shape)}"
-        )
+    a, b = as_tensor_pair(images_a, images_b)
+    dims = a.ndim - 2
     k = min(kernel_size, min(a.shape[2:]))
     k -= 1 - k % 2
     if k < 3:
@@ -136,12 +126,8 @@ def ms_ssim(
     batch_size: int = 256,
 ) -> tuple[torch.Tensor, MSSSIMConfig]:
     """Per-image MS-SSIM [N] (MONAI) and the config used (chosen automatically if None)."""
-    a, b = as_tensor(images_a, ndim=None), as_tensor(images_b, ndim=None)
-    dims = _spatial_dims(a)
-    if a.shape != b.shape:
-        raise ValueError(
-            f"paired images must have equal shapes, got {tuple(a.shape)} and {tuple(b.shape)}"
-        )
+    a, b = as_tensor_pair(images_a, images_b)
+    dims = a.ndim - 2
     config = config or choose_ms_ssim_config(tuple(a.shape[2:]))
     if not ms_ssim_is_valid(tuple(a.shape[2:]), config.kernel_size, config.scales):
         raise ValueError(
@@ -206,7 +192,7 @@ def ms_ssim_diversity_with_floor(
     """Generated-set mean pairwise MS-SSIM next to the real set's at the same n."""
     real_t, gen_t = as_tensor(real, ndim=None), as_tensor(generated, ndim=None)
     config = config or choose_ms_ssim_config(tuple(real_t.shape[2:]))
-    result = one_sample_with_floor(
+    return one_sample_with_floor(
         lambda images: ms_ssim_diversity(
             images, data_range=data_range, config=config, max_pairs=max_pairs, seed=seed
         ),
@@ -217,4 +203,3 @@ def ms_ssim_diversity_with_floor(
         mode=f"kernel {config.kernel_size}, {config.scales} scales",
         seed=seed,
     )
-    return result
