@@ -35,3 +35,14 @@ def test_report_lists_absent_sources_and_missing_weights(metrics, samples):
 def test_loss_curves_skipped_without_history(metrics, samples):
     page = _report(metrics, samples, {"combinations": ["ddpm_bravo"], "training": {}})
     assert "no loss history" in page
+
+
+def test_loss_curves_come_from_training_reports(metrics, samples):
+    """latent_diffusion keeps histories in training.json, not in its run summary."""
+    sources, _ = collect_sources(samples, [])
+    history = loss_summary()["training"]["ddpm_bravo"]["history"]
+    page = build_report(
+        metrics, sources, real_slices(16, seed=5), {"combinations": ["ddpm_bravo"]}, grid_samples=3,
+        training_reports={"ddpm_bravo": lambda: {"combination": "ddpm_bravo", "history": history}},
+    )
+    assert "no loss history" not in page and "latent_diffusion training loss" in page

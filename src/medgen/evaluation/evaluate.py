@@ -13,8 +13,7 @@ from medgen.evaluation.evaluators import kind_of
 from medgen.evaluation.networks import PROVENANCE, feature_network_from_bundle
 from medgen.evaluation.records import SCHEMA_VERSION
 from medgen.evaluation.sources import collect_sources
-from medgen.metrics import LPIPSScorer, MissingWeightsError, build_backbone
-from medgen.metrics.backbones import in_domain_backbone
+from medgen.metrics import LPIPSScorer, MissingWeightsError, build_backbone, in_domain_backbone
 
 logger = logging.getLogger(__name__)
 ON_MISSING_WEIGHTS = ("report", "fail")

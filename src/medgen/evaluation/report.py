@@ -103,10 +103,13 @@ def _source_section(entry: Mapping[str, Any], source: GeneratedSource | None, re
     return "".join(parts)
 
 
-def _loss_section(summary: Mapping[str, Any] | None) -> str:
-    if summary is None:
+def _loss_section(summary: Mapping[str, Any] | None, training_reports: Mapping[str, Any] | None) -> str:
+    if summary is None and not training_reports:
         return "<p>latent_diffusion summary not present: no loss curves.</p>"
-    histories = find_histories(summary)
+    # latent_diffusion keeps each model's loss history in its training.json, not in the
+    # run summary; partitions may arrive as loaders
+    reports = {k: v() if callable(v) else v for k, v in (training_reports or {}).items()}
+    histories = find_histories(summary or {}) | find_histories(reports)
     if not histories:
         return "<p>The latent_diffusion summary holds no loss history: loss curves skipped.</p>"
     return _img(loss_curves(histories), "latent_diffusion training loss")
@@ -118,6 +121,7 @@ def build_report(
     reference: TensorBundle,
     summary: Mapping[str, Any] | None = None,
     grid_samples: int = 8,
+    training_reports: Mapping[str, Any] | None = None,
 ) -> str:
     """report.html from the metrics.json content, the generated sources and the real reference."""
     by_name = {s.name: s for s in sources}
@@ -147,7 +151,7 @@ def build_report(
     body += [_source_section(e, by_name.get(e["source"]), reference, grid_samples) for e in metrics["sources"]]
     if not metrics["sources"]:
         body.append("<p>No generated sources expected or found.</p>")
-    body += ["<h2>latent_diffusion training</h2>", _loss_section(summary)]
+    body += ["<h2>latent_diffusion training</h2>", _loss_section(summary, training_reports)]
     return (
         '<!DOCTYPE html><html><head><meta charset="utf-8"><title>medgen evaluation</title>'
         f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>"

@@ -45,9 +45,12 @@ def build_evaluation_report(
     reference: TensorBundle,
     latent_diffusion_summary: Mapping[str, Any] | None,
     params: dict[str, Any],
+    training_reports: Partitions = None,
 ) -> str:
     """The self-contained report.html."""
     sources, _ = collect_sources(samples, [])
     reference = select_reference(reference, params.get("reference_slices", "all"))
     grid = int(params.get("report", {}).get("grid_samples", 8))
-    return build_report(metrics, sources, reference, latent_diffusion_summary, grid_samples=grid)
+    return build_report(
+        metrics, sources, reference, latent_diffusion_summary, grid_samples=grid, training_reports=training_reports
+    )

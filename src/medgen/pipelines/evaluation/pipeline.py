@@ -44,6 +44,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "slices_2d_test",
                     "latent_diffusion.summary",
                     "params:evaluation",
+                    "evaluation.training_reports",
                 ],
                 "evaluation.report",
                 name="build_evaluation_report",
