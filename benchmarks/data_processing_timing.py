@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -23,6 +21,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from machine import machine_info  # benchmarks/machine.py (scripts run from this folder)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -66,7 +66,7 @@ def main() -> None:
             {
                 "benchmark": "data_processing_timing",
                 "env": args.env,
-                "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+                "machine": machine_info(),
                 "fresh": fresh,
                 "cached": cached,
                 "speedup": round(fresh["wall_seconds"] / cached["wall_seconds"], 2),

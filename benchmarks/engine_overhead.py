@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 
 import torch
+from machine import machine_info  # benchmarks/machine.py (scripts run from this folder)
 from torch.utils.data import DataLoader, TensorDataset
 
 from medgen.models import build_diffusion_unet
@@ -136,8 +136,7 @@ def main() -> None:
                 "benchmark": "engine_overhead",
                 "model": "DiffusionModelUNet 2D (32,64,64) attn (F,F,T) batch 16 @ 32x32",
                 "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
-                "cpu": platform.processor() or platform.machine(),
-                "torch_threads": torch.get_num_threads(),
+                "machine": machine_info(),
                 "timed_steps_per_run": args.steps,
                 "warmup_steps": args.warmup,
                 "rounds": args.rounds,

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 
 import numpy as np
 import torch
+from machine import machine_info  # benchmarks/machine.py (scripts run from this folder)
 from torchvision.models import inception_v3
 
 from medgen.metrics import (
@@ -70,14 +69,7 @@ def main() -> None:
     n_feat, n_incep, fid_sizes = (256, 16, (250, 500)) if args.quick else (1024, 64, (1000, 4000))
 
     report: dict = {
-        "machine": {
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "torch_threads": args.threads,
-            "torch": torch.__version__,
-            "load_average_at_start": os.getloadavg(),
-            "note": "2-core CPU shared with other jobs while measuring; numbers are indicative",
-        }
+        "machine": machine_info(),
     }
     encoder = InDomainEncoder()  # default: feature_dim 128, width 32, input 64
     in_domain = in_domain_backbone(encoder, provenance="untrained; speed only")

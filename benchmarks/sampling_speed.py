@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 
 import torch
+from machine import machine_info  # benchmarks/machine.py (scripts run from this folder)
 
 from medgen.diffusion import DDPMStrategy, RectifiedFlowStrategy
 from medgen.models import build_diffusion_unet, validate_diffusion_unet_config
@@ -97,14 +96,7 @@ def main() -> None:
             "rflow_30": round(ddpm / results["rflow_30"]["seconds"], 1),
         },
         "nfe_ratio_vs_ddpm_1000": {"ddim_50": 1000 / 50, "rflow_30": round(1000 / 30, 1)},
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "device": "cpu",
-            "torch": torch.__version__,
-            "platform": platform.platform(),
-            "load_average_at_end": list(os.getloadavg()),
-        },
+        "machine": machine_info(),
     }
     print(json.dumps(report, indent=2))
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 
 import torch
+from machine import machine_info  # benchmarks/machine.py (scripts run from this folder)
 
 from medgen.models import build_diffusion_unet, validate_diffusion_unet_config
 
@@ -72,14 +71,7 @@ def main() -> None:
         "benchmark": "training_throughput",
         "network": validate_diffusion_unet_config(config),  # the defaults, filled in
         "parameters": sum(p.numel() for p in build_diffusion_unet(config, 2, 1).parameters()),
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "device": "cpu",
-            "torch": torch.__version__,
-            "platform": platform.platform(),
-            "load_average_at_end": list(os.getloadavg()),
-        },
+        "machine": machine_info(),
         "results": results,
     }
     print(json.dumps(report, indent=2))
