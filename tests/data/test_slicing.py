@@ -71,4 +71,7 @@ def test_volumes_and_lesion_label(tmp_path: Path):
     assert bundle["images"].shape == (1, 1, 6, 8, 5)
     assert bundle["seg"].shape == (1, 1, 6, 8, 5)
     assert bundle["lesion_present"].tolist() == [1]
+    assert bundle["subject_index"].tolist() == [0]
+    # 12x16x10 voxels of 1 mm resized to 6x8x5: 2 mm voxels (what generated NIfTIs use)
+    assert bundle.metadata["voxel_spacing_mm"] == [2.0, 2.0, 2.0]
     assert bundle["images"].min() >= -1 and bundle["images"].max() <= 1

@@ -7,7 +7,7 @@ with rows anterior (top) to posterior and columns left to right (neurological vi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,8 +151,11 @@ def _pixel_spacing(loaded: SubjectVolumes, size: int) -> float:
 def extract_volumes(subjects: Mapping[str, SubjectVolumes], config: VolumeConfig, split: str) -> TensorBundle:
     """Whole volumes resized to ``size`` (trilinear for images, nearest for labels)."""
     images, labels, growth = [], {k: [] for k in LABEL_KEYS}, []
+    voxel_spacing_mm = None
     for loaded in tqdm(subjects.values(), desc=f"volumes {split}", leave=False):
         volumes = loaded.arrays
+        if voxel_spacing_mm is None:
+            voxel_spacing_mm = _voxel_spacing(loaded, config.size)
         stack = torch.from_numpy(np.stack([volumes[m] for m in config.modalities]))[None]
         images.append(resize_images(stack, config.size))
         for key in LABEL_KEYS:
@@ -163,6 +166,7 @@ def extract_volumes(subjects: Mapping[str, SubjectVolumes], config: VolumeConfig
             growth.append(resize_images(torch.from_numpy(volumes["growth"])[None, None], config.size))
     n_channels = len(config.modalities)
     tensors = {"images": torch.cat(images).clamp(-1, 1) if images else torch.zeros((0, n_channels, *config.size))}
+    tensors["subject_index"] = torch.arange(len(images), dtype=torch.int64)
     tensors.update({k: torch.cat(v) for k, v in labels.items() if v})
     if growth:
         tensors["growth"] = torch.cat(growth).clamp(0, 1)
@@ -178,5 +182,12 @@ def extract_volumes(subjects: Mapping[str, SubjectVolumes], config: VolumeConfig
         "intensity_range": [-1.0, 1.0],
         "seg_labels": {str(k): v for k, v in LESION_LABELS.items()},
         "tissue_labels": {str(k): v for k, v in TISSUE_LABELS.items()},
+        # size of one output voxel: the preprocessed field of view over ``size``
+        "voxel_spacing_mm": voxel_spacing_mm,
     }
     return TensorBundle(tensors, metadata)
+
+
+def _voxel_spacing(loaded: SubjectVolumes, size: Sequence[int]) -> list[float]:
+    shape = next(iter(loaded.arrays.values())).shape[:3]
+    return [round(float(n * z / s), 4) for n, z, s in zip(shape, loaded.voxel_mm[:3], size, strict=True)]
