@@ -67,3 +67,16 @@ def test_rejects_non_bundles_and_bad_format(tmp_path: Path):
 def test_bundle_length_requires_agreeing_first_dimension():
     with pytest.raises(ValueError, match="disagree"):
         len(TensorBundle({"a": torch.zeros(3, 1), "b": torch.zeros(4)}))
+
+
+def test_fingerprint_tracks_values_shapes_keys_and_optionally_metadata():
+    from medgen.datasets import TensorBundle
+
+    a = TensorBundle({"x": torch.arange(6.0), "n": torch.tensor(3)}, {"k": 1})
+    same = TensorBundle({"n": torch.tensor(3), "x": torch.arange(6.0)}, {"k": 2})
+    assert a.fingerprint() == same.fingerprint()  # key order and metadata do not matter ...
+    assert a.fingerprint(with_metadata=True) != same.fingerprint(with_metadata=True)  # ... unless asked
+    changed = TensorBundle({"x": torch.arange(6.0).flip(0), "n": torch.tensor(3)})
+    reshaped = TensorBundle({"x": torch.arange(6.0).view(2, 3), "n": torch.tensor(3)})
+    assert len({a.fingerprint(), changed.fingerprint(), reshaped.fingerprint()}) == 3
+    assert a.fingerprint(["x"]) != a.fingerprint()

@@ -123,3 +123,25 @@ def test_roles_are_checked_and_samplers_reported():
     ddpm = build_task({"strategy": {"name": "ddpm"}, "mode": "dual", "modalities": MODALITIES})
     assert sampler_settings(ddpm, None) == ("ddim", 50)
     assert sampler_settings(ddpm, 20) == ("ddim", 20)
+
+
+def test_masks_are_resized_to_an_image_model_working_at_another_resolution():
+    mask_model, image_model = StubMaskModel(), StubImageModel()
+    samples = generate_chain(
+        rflow_task("seg"),
+        mask_model,
+        rflow_task("bravo"),
+        image_model,
+        3,
+        spatial_shape=(SIZE, SIZE),
+        image_spatial_shape=(2 * SIZE, 2 * SIZE),
+        batch_size=4,
+        seed=1,
+    )
+    native = (samples.mask_values > 0).float()
+    assert native.shape == (3, 1, SIZE, SIZE)
+    # each 2x2 lesion drawn at SIZE² becomes a 4x4 lesion at (2 SIZE)², in the same place
+    expected = native.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3).to(torch.uint8)
+    assert torch.equal(samples.masks, expected)
+    assert samples.images.shape == (3, 1, 2 * SIZE, 2 * SIZE)
+    torch.testing.assert_close(samples.images, 0.5 * lesion_condition(samples.masks))

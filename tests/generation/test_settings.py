@@ -56,3 +56,28 @@ def test_deep_merge_does_not_modify_its_inputs():
     base = {"a": {"b": 1, "c": 2}}
     merged = deep_merge(base, {"a": {"b": 5}})
     assert merged == {"a": {"b": 5, "c": 2}} and base == {"a": {"b": 1, "c": 2}}
+
+
+def test_a_latent_role_is_completed_from_the_autoencoders_record():
+    from medgen.generation import with_latent_space
+
+    params = base_parameters()
+    params["images"] = {**params["images"], "space": "latent", "resolution": 64}
+    s = model_settings(params, "images", MODALITIES)
+    assert (s.space, s.resolution, s.combination) == ("latent", 64, "rflow_bravo_latent")
+    record = {"latent_channels": 3, "downsample_factor": 4, "scale_factor": 0.7, "per_channel": True}
+    latent = with_latent_space(s, record)
+    assert latent.task_config["space"] == {"name": "latent", **record}
+    assert latent.checkpoint_dir == s.checkpoint_dir  # named after the latent combination
+    assert "rflow_bravo_latent" in str(s.checkpoint_dir)
+    masks = model_settings(params, "masks", MODALITIES)
+    assert with_latent_space(masks, None) is masks  # pixel roles need no autoencoder
+    with pytest.raises(ValueError, match="run `kedro run --pipeline autoencoder` first"):
+        with_latent_space(s, None)
+    with pytest.raises(ValueError, match="not a multiple"):
+        with_latent_space(s, {**record, "downsample_factor": 3})
+    with pytest.raises(ValueError, match=r"lacks \['per_channel'\]"):
+        with_latent_space(s, {k: v for k, v in record.items() if k != "per_channel"})
+    params["images"]["space"] = "voxel"
+    with pytest.raises(ValueError, match="space must be one of"):
+        model_settings(params, "images", MODALITIES)

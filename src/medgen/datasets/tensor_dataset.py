@@ -7,9 +7,11 @@ pickled objects, and exists for consumers that expect torch files.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +41,19 @@ class TensorBundle:
         if len(lengths) > 1:
             raise ValueError(f"Tensors disagree on their first dimension: {lengths}")
         return lengths.pop() if lengths else 0
+
+    def fingerprint(self, keys: Sequence[str] | None = None, with_metadata: bool = False) -> str:
+        """Short SHA-1 of the tensors ``keys`` (default all, sorted): name, shape, dtype and
+        bytes, plus the metadata when ``with_metadata``. Tells whether checkpoints or derived
+        data still belong to this bundle."""
+        digest = hashlib.sha1()
+        if with_metadata:
+            digest.update(json.dumps(self.metadata, sort_keys=True, default=str).encode())
+        for key in sorted(self.tensors) if keys is None else keys:
+            tensor = self.tensors[key].contiguous()
+            digest.update(f"{key}{tuple(tensor.shape)}{tensor.dtype}".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()[:16]
 
 
 class TensorDataset(VersionedFileDataset[TensorBundle]):

@@ -22,7 +22,12 @@ from medgen.generation.model_bundle import (
 from medgen.generation.nifti import nifti_to_slice, slice_affine, slice_to_nifti
 from medgen.generation.outputs import nifti_files, samples_bundle
 from medgen.generation.reports import run_summary, training_report
-from medgen.generation.settings import ModelSettings, deep_merge, model_settings
+from medgen.generation.settings import (
+    ModelSettings,
+    deep_merge,
+    model_settings,
+    with_latent_space,
+)
 from medgen.generation.slices import SliceDataset, prepare_slices, resize_slices, select_slices
 from medgen.generation.training_job import train_diffusion_model
 
@@ -38,6 +43,7 @@ __all__ = [
     "generate_outputs",
     "load_diffusion_model",
     "model_settings",
+    "with_latent_space",
     "nifti_files",
     "nifti_to_slice",
     "prepare_slices",

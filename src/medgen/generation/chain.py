@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from medgen.data.resize import resize_binary_masks
 from medgen.diffusion import DiffusionTask, binarize_mask, lesion_condition
 
 
@@ -20,8 +21,8 @@ from medgen.diffusion import DiffusionTask, binarize_mask, lesion_condition
 class ChainSamples:
     """Generated masks and the images generated from them (all on CPU)."""
 
-    mask_values: torch.Tensor  # [N, 1, H, W] float, the mask model's output clamped to [-1, 1]
-    masks: torch.Tensor  # [N, 1, H, W] uint8 {0, 1}: thresholded, the images' condition
+    mask_values: torch.Tensor  # [N, 1, h, w] float, the mask model's output clamped to [-1, 1]
+    masks: torch.Tensor  # [N, 1, H, W] uint8 {0, 1}: thresholded (at the images' size), the condition
     images: torch.Tensor  # [N, C, H, W] float in [-1, 1], C = the image mode's targets
     mask_rounds: int  # sampling rounds spent on masks (more than 1 when empty ones were redrawn)
 
@@ -109,6 +110,7 @@ def generate_chain(
     n: int,
     *,
     spatial_shape: tuple[int, ...],
+    image_spatial_shape: tuple[int, ...] | None = None,
     batch_size: int = 16,
     seed: int = 0,
     mask_num_steps: int | None = None,
@@ -121,6 +123,9 @@ def generate_chain(
 
     ``*_num_steps`` None: each strategy's default (rflow 30 Euler steps, DDIM 50).
     ``guidance_scale`` applies to the image model (the mask model has no condition).
+    ``spatial_shape`` is the masks' size; ``image_spatial_shape`` (default: the same) the
+    images', when the image model works at another resolution (e.g. in latent space): the
+    binary masks are then resized to it (area average, > 0.5) before conditioning.
     """
     if not image_task.mode.conditional:
         raise ValueError(f"the image model must be conditional, got mode {image_task.mode.name!r}")
@@ -135,13 +140,14 @@ def generate_chain(
         max_rounds=max_mask_rounds,
         num_steps=mask_num_steps,
     )
-    masks = binarize_mask(mask_values)
+    image_spatial_shape = tuple(image_spatial_shape or spatial_shape)
+    masks = resize_binary_masks(binarize_mask(mask_values), image_spatial_shape).to(torch.uint8)
     images = generate_in_batches(
         image_task,
         image_model,
         n,
         cond=lesion_condition(masks),
-        spatial_shape=spatial_shape,
+        spatial_shape=image_spatial_shape,
         batch_size=batch_size,
         generator=torch.Generator().manual_seed(seed + 1),
         num_steps=image_num_steps,

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from medgen.datasets import TensorBundle
+from medgen.diffusion import binarize_mask
 from medgen.generation.chain import generate_chain, sampler_settings
 from medgen.generation.figures import real_examples
 from medgen.generation.grids import sample_grid, side_by_side, titled
@@ -58,19 +59,25 @@ def generate_outputs(
     image_bundle: TensorBundle,
     real_slices: TensorBundle,
     options: Mapping[str, Any] | None = None,
+    autoencoder: Any = None,
 ) -> GenerationOutputs:
     """Run the chain and build samples bundles, NIfTI files, grids and a report.
 
-    ``real_slices`` (already at the models' resolution) give the comparison grid.
+    ``real_slices`` (already at the image model's resolution) give the comparison grid.
+    ``autoencoder``: the one a latent-space model was trained with. When the image model's
+    resolution differs from the mask model's, masks are resized to it (see `generate_chain`).
     """
     opts = generation_options(options)
     mask_task, mask_model = load_diffusion_model(mask_bundle, opts["use_ema"])
-    image_task, image_model = load_diffusion_model(image_bundle, opts["use_ema"])
-    resolution = mask_bundle.metadata["resolution"]
-    if image_bundle.metadata["resolution"] != resolution:
+    image_task, image_model = load_diffusion_model(
+        image_bundle, opts["use_ema"], autoencoder=autoencoder
+    )
+    mask_resolution = mask_bundle.metadata["resolution"]
+    resolution = image_bundle.metadata["resolution"]
+    if real_slices["images"].shape[-1] != resolution:
         raise ValueError(
-            f"the mask model was trained at {resolution}², the image model at "
-            f"{image_bundle.metadata['resolution']}²: the chain needs one resolution"
+            f"real slices are {real_slices['images'].shape[-1]}², the image model works at "
+            f"{resolution}²"
         )
     n = int(opts["n_images"])
     chain = generate_chain(
@@ -79,7 +86,8 @@ def generate_outputs(
         image_task,
         image_model,
         n,
-        spatial_shape=(resolution, resolution),
+        spatial_shape=(mask_resolution, mask_resolution),
+        image_spatial_shape=(resolution, resolution),
         batch_size=int(opts["batch_size"]),
         seed=int(opts["seed"]),
         mask_num_steps=opts["mask_num_steps"],
@@ -91,6 +99,7 @@ def generate_outputs(
     mask_combo = mask_bundle.metadata["combination"]
     image_combo = image_bundle.metadata["combination"]
     spacing = image_bundle.metadata.get("pixel_spacing_mm")
+    mask_spacing = mask_bundle.metadata.get("pixel_spacing_mm")
     weights = "ema" if opts["use_ema"] else "raw"
     source = {
         "masks": {
@@ -106,15 +115,22 @@ def generate_outputs(
     }
     out = GenerationOutputs()
     samplers = {}
-    for combo, task, images, steps, guidance in (
-        (mask_combo, mask_task, chain.mask_values, opts["mask_num_steps"], 1.0),
-        (image_combo, image_task, chain.images, opts["image_num_steps"], opts["guidance_scale"]),
+    mask_outputs = (chain.mask_values, binarize_mask(chain.mask_values), mask_spacing)
+    for combo, task, (images, masks, pixel_spacing), steps, guidance in (
+        (mask_combo, mask_task, mask_outputs, opts["mask_num_steps"], 1.0),
+        (
+            image_combo,
+            image_task,
+            (chain.images, chain.masks, spacing),
+            opts["image_num_steps"],
+            opts["guidance_scale"],
+        ),
     ):
         sampler, num_steps = sampler_settings(task, steps)
         samplers[combo] = {"sampler": sampler, "num_steps": num_steps}
         out.samples[combo] = samples_bundle(
             images,
-            chain.masks,
+            masks,
             strategy=task.strategy.name,
             mode=task.mode.name,
             target_names=task.mode.target_names,
@@ -122,7 +138,7 @@ def generate_outputs(
             num_steps=num_steps,
             guidance_scale=guidance,
             seed=int(opts["seed"]),
-            pixel_spacing_mm=spacing,
+            pixel_spacing_mm=pixel_spacing,
             source_models=source,
         )
         if opts["write_nifti"]:
@@ -136,7 +152,7 @@ def generate_outputs(
     )
     real = titled(sample_grid(real_images, real_masks, columns), "real validation slices")
     out.grids = {
-        f"{mask_combo}/grid_generated": sample_grid(None, chain.masks, columns * 2),
+        f"{mask_combo}/grid_generated": sample_grid(None, mask_outputs[1], columns * 2),
         f"{image_combo}/grid_generated": generated,
         f"{image_combo}/grid_real": real,
         f"{image_combo}/grid_comparison": side_by_side(generated, real),
@@ -147,6 +163,7 @@ def generate_outputs(
         "image_combination": image_combo,
         "n_images": n,
         "resolution": resolution,
+        "mask_resolution": mask_resolution,
         "pixel_spacing_mm": spacing,
         "samplers": samplers,
         "guidance_scale": float(opts["guidance_scale"]),

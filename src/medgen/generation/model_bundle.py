@@ -21,8 +21,11 @@ EMA_PREFIX = "ema."
 
 
 def combination_name(task_config: Mapping[str, Any]) -> str:
-    """``<strategy>_<mode>``, the name of a trained combination (e.g. ``rflow_bravo``)."""
-    return f"{task_config['strategy']['name']}_{task_config['mode']}"
+    """``<strategy>_<mode>``, the name of a trained combination (e.g. ``rflow_bravo``), with
+    ``_latent`` appended in latent space (``rflow_bravo_latent``) so both can coexist."""
+    space = (task_config.get("space") or {}).get("name", "pixel")
+    suffix = "" if space == "pixel" else f"_{space}"
+    return f"{task_config['strategy']['name']}_{task_config['mode']}{suffix}"
 
 
 def to_model_bundle(
@@ -54,10 +57,22 @@ def state_from_bundle(bundle: TensorBundle, use_ema: bool = True) -> dict[str, t
 
 
 def load_diffusion_model(
-    bundle: TensorBundle, use_ema: bool = True, device: str | torch.device = "cpu"
+    bundle: TensorBundle,
+    use_ema: bool = True,
+    device: str | torch.device = "cpu",
+    autoencoder: nn.Module | None = None,
 ) -> tuple[DiffusionTask, nn.Module]:
-    """Rebuild ``(task, network)`` from a bundle; the network is in eval mode."""
-    task = build_task(bundle.metadata["task"])
+    """Rebuild ``(task, network)`` from a bundle; the network is in eval mode. A latent-space
+    model needs the ``autoencoder`` it was trained with."""
+    space = bundle.metadata["task"].get("space", {}).get("name", "pixel")
+    if space != "pixel" and autoencoder is None:
+        raise ValueError(
+            f"{bundle.metadata.get('combination')} was trained in {space} space: pass the "
+            "autoencoder it was trained with (autoencoder.model_2d)"
+        )
+    if autoencoder is not None:
+        autoencoder = autoencoder.to(device).eval()
+    task = build_task(bundle.metadata["task"], autoencoder if space != "pixel" else None)
     model = task.build_model(bundle.metadata["backbone"])
     model.load_state_dict(state_from_bundle(bundle, use_ema))
     return task, model.to(device).eval()

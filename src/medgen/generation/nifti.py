@@ -10,6 +10,8 @@ right) and a step along a row index moves -y (posterior). The voxel array is sto
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import nibabel as nib
 import numpy as np
 import torch
@@ -40,9 +42,32 @@ def slice_to_nifti(
     if array.ndim != 2:
         raise ValueError(f"expected one 2D slice [H, W], got shape {array.shape}")
     height, width = array.shape
+    return _aligned_nifti(array.T[:, :, None], slice_affine(pixel_spacing_mm, height, width), description)
+
+
+def volume_affine(voxel_spacing_mm: Sequence[float], shape: Sequence[int]) -> np.ndarray:
+    """Voxel ``(i, j, k)`` → RAS mm for a volume stored in RAS voxel order, centred at 0."""
+    spacing = [float(s) for s in voxel_spacing_mm]
+    if len(spacing) != 3 or min(spacing) <= 0:
+        raise ValueError(f"voxel_spacing_mm must be three values > 0, got {voxel_spacing_mm!r}")
+    affine = np.diag([*spacing, 1.0])
+    affine[:3, 3] = [-(n - 1) / 2 * s for n, s in zip(shape, spacing, strict=True)]
+    return affine
+
+
+def volume_to_nifti(
+    volume: torch.Tensor | np.ndarray, voxel_spacing_mm: Sequence[float], description: str = ""
+) -> nib.Nifti1Image:
+    """A ``[X, Y, Z]`` volume in RAS voxel order (medgen's volume convention) as NIfTI-1."""
+    array = volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume)
+    if array.ndim != 3:
+        raise ValueError(f"expected one volume [X, Y, Z], got shape {array.shape}")
+    return _aligned_nifti(array, volume_affine(voxel_spacing_mm, array.shape), description)
+
+
+def _aligned_nifti(array: np.ndarray, affine: np.ndarray, description: str) -> nib.Nifti1Image:
     dtype = np.float32 if np.issubdtype(array.dtype, np.floating) else np.uint8
-    voxels = np.ascontiguousarray(array.T[:, :, None].astype(dtype))
-    nifti = nib.Nifti1Image(voxels, slice_affine(pixel_spacing_mm, height, width))
+    nifti = nib.Nifti1Image(np.ascontiguousarray(array.astype(dtype)), affine)
     nifti.header.set_xyzt_units("mm")
     # code 2 ("aligned"): coordinates are anatomical, not those of a real scanner session
     nifti.set_qform(nifti.affine, code=2)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from medgen.generation.model_bundle import combination_name
 
 ROLES = ("masks", "images")
 OVERRIDABLE = ("backbone", "training", "strategies")
+SPACE_NAMES = ("pixel", "latent")
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -38,6 +39,7 @@ class ModelSettings:
     role: str
     strategy: str
     mode: str
+    space: str
     task_config: dict[str, Any]
     backbone: dict[str, Any]
     training: dict[str, Any]
@@ -60,7 +62,8 @@ def model_settings(
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
     role_params = dict(settings.get(role) or {})
-    unknown = sorted(set(role_params) - {"mode", "strategy", "train_slices", *OVERRIDABLE})
+    allowed = {"mode", "strategy", "train_slices", "space", "resolution", *OVERRIDABLE}
+    unknown = sorted(set(role_params) - allowed)
     if unknown:
         raise ValueError(f"latent_diffusion.{role}: unknown key(s) {unknown}")
     if "mode" not in role_params:
@@ -68,20 +71,25 @@ def model_settings(
     merged = {k: deep_merge(settings.get(k) or {}, role_params.get(k)) for k in OVERRIDABLE}
     strategy = str(role_params.get("strategy") or settings["strategy"])
     mode = str(role_params["mode"])
+    space = str(role_params.get("space") or settings.get("space") or "pixel")
+    if space not in SPACE_NAMES:
+        raise ValueError(f"latent_diffusion.{role}.space must be one of {SPACE_NAMES}, got {space!r}")
     task_config = {
         "strategy": {"name": strategy, **(merged["strategies"].get(strategy) or {})},
         "mode": mode,
         "modalities": [str(m) for m in modalities],
-        "space": {"name": "pixel"},
+        # a latent space is completed by `with_latent_space` from the autoencoder's record
+        "space": {"name": space},
     }
     return ModelSettings(
         role=role,
         strategy=strategy,
         mode=mode,
+        space=space,
         task_config=task_config,
         backbone=merged["backbone"],
         training=merged["training"],
-        resolution=int(settings["resolution"]),
+        resolution=int(role_params.get("resolution") or settings["resolution"]),
         train_slices=str(role_params.get("train_slices", "all")),
         resources=dict(settings.get("resources") or {}),
         torch_threads=settings.get("torch_threads"),
@@ -90,3 +98,29 @@ def model_settings(
         ),
         resume=bool(settings.get("resume", True)),
     )
+
+
+def with_latent_space(s: ModelSettings, latent_space: Mapping[str, Any] | None) -> ModelSettings:
+    """``s`` with its latent space filled in from the autoencoder pipeline's record
+    (``autoencoder.latent_space_2d``: latent_channels, downsample_factor, scale_factor,
+    per_channel); pixel-space settings come back unchanged."""
+    if s.space == "pixel":
+        return s
+    if not latent_space:
+        raise ValueError(
+            f"latent_diffusion.{s.role}.space is 'latent' but there is no trained 2D autoencoder: "
+            "run `kedro run --pipeline autoencoder` first (it writes "
+            "data/06_models/autoencoder/latent_space_2d.json)"
+        )
+    keys = ("latent_channels", "downsample_factor", "scale_factor", "per_channel")
+    missing = [k for k in keys if k not in latent_space]
+    if missing:
+        raise ValueError(f"the autoencoder's latent space record lacks {missing}")
+    if s.resolution % int(latent_space["downsample_factor"]):
+        raise ValueError(
+            f"latent_diffusion.{s.role}.resolution {s.resolution} is not a multiple of the "
+            f"autoencoder's downsample factor {latent_space['downsample_factor']}"
+        )
+    task_config = copy.deepcopy(s.task_config)
+    task_config["space"] = {"name": "latent", **{k: latent_space[k] for k in keys}}
+    return replace(s, task_config=task_config)

@@ -13,7 +13,6 @@ checkpoints are moved to ``checkpoints.stale/`` and training starts afresh.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ from typing import Any
 
 import torch
 
+from medgen.autoencoder.loading import load_autoencoder
 from medgen.datasets import TensorBundle, TensorDataset
 from medgen.diffusion import build_task
 from medgen.generation.model_bundle import combination_name
@@ -41,12 +41,15 @@ from medgen.training import (
     load_checkpoint,
     run_training_job,
 )
+from medgen.training.distributed import get_local_rank
+from medgen.training.engine import resolve_device
 from medgen.training.checkpoint import LATEST
 
 log = logging.getLogger(__name__)
 
 FACTORY = "medgen.generation.training_job:build_training_task"
 DATA_FILE = "train_slices.safetensors"
+AUTOENCODER_FILE = "autoencoder.safetensors"
 JOB_FILE = "job.json"
 
 
@@ -74,12 +77,21 @@ def build_training_task(
     seed: int,
     mlflow_prefix: str,
     torch_threads: int | None = None,
+    autoencoder_path: str | None = None,
+    device: str = "auto",
 ) -> TrainingTask:
-    """`JobSpec` factory, run in every worker: data from ``data_path``, a fresh network."""
+    """`JobSpec` factory, run in every worker: data from ``data_path``, a fresh network, and
+    for a latent space the frozen autoencoder from ``autoencoder_path`` on this rank's device."""
     if torch_threads:
         torch.set_num_threads(torch_threads)
     bundle = TensorDataset(filepath=data_path).load()
-    task = build_task(task_config)
+    autoencoder = None
+    if autoencoder_path is not None:
+        autoencoder = load_autoencoder(
+            TensorDataset(filepath=autoencoder_path).load(),
+            resolve_device(device, get_local_rank()),
+        )
+    task = build_task(task_config, autoencoder)
     torch.manual_seed(seed)  # the same initial weights on every rank and every re-run
     model = task.build_model(backbone)
     callback = MlflowCallback(
@@ -103,12 +115,7 @@ def threads_per_worker(resources: Resources, requested: int | None) -> int | Non
 
 def data_fingerprint(bundle: TensorBundle) -> str:
     """Short hash of the training tensors (what a checkpoint's data position refers to)."""
-    digest = hashlib.sha1()
-    for key in ("images", "seg"):
-        tensor = bundle[key].contiguous()
-        digest.update(f"{key}{tuple(tensor.shape)}{tensor.dtype}".encode())
-        digest.update(tensor.numpy().tobytes())
-    return digest.hexdigest()[:16]
+    return bundle.fingerprint(("images", "seg"))
 
 
 def prepare_checkpoint_dir(checkpoint_dir: Path, job: Mapping[str, Any]) -> bool:
@@ -140,13 +147,19 @@ def train_diffusion_model(
     checkpoint_dir: str | Path,
     resume: bool = True,
     torch_threads: int | None = None,
+    autoencoder: TensorBundle | None = None,
 ) -> DiffusionTrainingRun | None:
     """Train a network for ``task_config`` on ``slices``; rank 0's run (None on other nodes).
 
+    ``autoencoder``: the weights bundle of the autoencoder a latent-space task encodes with.
     Metrics go to the active MLflow run as ``<strategy>_<mode>/loss`` etc.
     """
     config = TrainingConfig.from_dict(training)
-    build_task(task_config)  # fail here, in the node, on a bad strategy/mode config
+    latent = (task_config.get("space") or {}).get("name", "pixel") != "pixel"
+    if latent and autoencoder is None:
+        raise ValueError(f"{combination_name(task_config)}: a latent space needs the autoencoder")
+    # fail here, in the node, on a bad strategy/mode/space config
+    build_task(task_config, load_autoencoder(autoencoder) if latent else None)
     res = Resources.from_dict(resources)
     checkpoint_dir = Path(checkpoint_dir)
     job = {
@@ -155,11 +168,17 @@ def train_diffusion_model(
         "spatial_shape": list(slices["images"].shape[1:]),
         "data": data_fingerprint(slices),
     }
+    if latent:
+        job["autoencoder"] = autoencoder.fingerprint(with_metadata=True)
     start = time.perf_counter()
     resumable = prepare_checkpoint_dir(checkpoint_dir, job) and resume
     resumed_from = latest_step(checkpoint_dir) if resumable else 0
     data_path = checkpoint_dir / DATA_FILE
     TensorDataset(filepath=str(data_path)).save(slices)
+    autoencoder_path = None
+    if latent:
+        autoencoder_path = str(checkpoint_dir / AUTOENCODER_FILE)
+        TensorDataset(filepath=autoencoder_path).save(autoencoder)
     prefix = combination_name(task_config)
     spec = JobSpec(
         factory=FACTORY,
@@ -171,6 +190,8 @@ def train_diffusion_model(
             "seed": config.seed,
             "mlflow_prefix": prefix,
             "torch_threads": threads_per_worker(res, torch_threads),
+            "autoencoder_path": autoencoder_path,
+            "device": config.device,
         },
         checkpoint_dir=str(checkpoint_dir),
         resume=resumable,

@@ -58,6 +58,8 @@ def test_generate_samples_writes_every_output_per_combination(settings):
         tiny_model("dual", settings),
         synthetic_slices(n=6, size=16),
         settings,
+        None,
+        None,
     )
     assert sorted(samples) == ["rflow_dual", "rflow_seg"]
     dual = samples["rflow_dual"]
@@ -83,7 +85,9 @@ def test_generate_samples_writes_every_output_per_combination(settings):
 
 def test_generate_samples_names_a_missing_model(settings):
     with pytest.raises(KeyError, match="rflow_bravo"):
-        nodes.generate_samples(tiny_model("seg", settings), {}, synthetic_slices(n=2), settings)
+        nodes.generate_samples(
+            tiny_model("seg", settings), {}, synthetic_slices(n=2), settings, None, None
+        )
 
 
 def test_summary_contents():
@@ -124,4 +128,4 @@ def test_summary_contents():
 
 
 def test_lr_finder_node_writes_nothing_unless_enabled(settings):
-    assert nodes.find_learning_rate(synthetic_slices(n=4), settings, role="masks") == ({}, {})
+    assert nodes.find_learning_rate(synthetic_slices(n=4), settings, None, None, role="masks") == ({}, {})

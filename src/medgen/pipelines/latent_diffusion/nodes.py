@@ -16,6 +16,7 @@ import torch
 
 from medgen import generation as G
 from medgen import runtime
+from medgen.autoencoder.loading import load_autoencoder
 from medgen.datasets import TensorBundle
 from medgen.diffusion import build_task
 from medgen.generation import figures
@@ -26,10 +27,16 @@ Partitions = Mapping[str, Callable[[], Any]]
 
 
 def train_diffusion_model(
-    slices: TensorBundle, settings: dict[str, Any], role: str
+    slices: TensorBundle,
+    settings: dict[str, Any],
+    autoencoder: TensorBundle | None,
+    latent_space: dict[str, Any] | None,
+    role: str,
 ) -> tuple[dict[str, TensorBundle], dict[str, dict], dict[str, Any]]:
     """Train the ``role`` model of the chain; returns its model, report and figures."""
-    s = G.model_settings(settings, role, slices.metadata["modalities"])
+    s = G.with_latent_space(
+        G.model_settings(settings, role, slices.metadata["modalities"]), latent_space
+    )
     data = G.prepare_slices(slices, s.resolution, s.train_slices)
     log.info(
         "training %s on %d slices at %d² (torch threads %d)",
@@ -47,6 +54,7 @@ def train_diffusion_model(
         checkpoint_dir=s.checkpoint_dir,
         resume=s.resume,
         torch_threads=s.torch_threads,
+        autoencoder=autoencoder if s.space == "latent" else None,
     )
     if run is None:  # another node of a multi-node job: the first node saves
         return {}, {}, {}
@@ -72,7 +80,10 @@ def train_diffusion_model(
         resolution=s.resolution,
         steps_before=run.resumed_from_step,
     )
-    preview = figures.training_preview(*G.load_diffusion_model(bundle), data)
+    loaded_autoencoder = load_autoencoder(autoencoder) if s.space == "latent" else None
+    preview = figures.training_preview(
+        *G.load_diffusion_model(bundle, autoencoder=loaded_autoencoder), data
+    )
     # The loss curve reaches MLflow from the training callback (<combo>_loss_curve.png).
     figures.log_images_to_mlflow({"training_preview": preview}, f"latent_diffusion/{s.combination}")
     plots = {
@@ -83,15 +94,23 @@ def train_diffusion_model(
 
 
 def find_learning_rate(
-    slices: TensorBundle, settings: dict[str, Any], role: str
+    slices: TensorBundle,
+    settings: dict[str, Any],
+    autoencoder: TensorBundle | None,
+    latent_space: dict[str, Any] | None,
+    role: str,
 ) -> tuple[dict[str, Any], dict[str, dict]]:
     """LR range test of the ``role`` model when ``lr_finder.enabled`` (else writes nothing)."""
     options = dict(settings.get("lr_finder") or {})
     if not options.pop("enabled", False):
         log.info("lr_finder.enabled is false: skipping the LR range test for %s", role)
         return {}, {}
-    s = G.model_settings(settings, role, slices.metadata["modalities"])
-    task = build_task(s.task_config)
+    s = G.with_latent_space(
+        G.model_settings(settings, role, slices.metadata["modalities"]), latent_space
+    )
+    task = build_task(
+        s.task_config, load_autoencoder(autoencoder) if s.space == "latent" else None
+    )
     config = TrainingConfig.from_dict(s.training)
     torch.manual_seed(config.seed)
     result = lr_range_test(
@@ -121,12 +140,18 @@ def generate_samples(
     image_models: Partitions,
     real_slices: TensorBundle,
     settings: dict[str, Any],
+    autoencoder: TensorBundle | None,
+    latent_space: dict[str, Any] | None,
 ) -> tuple[dict[str, TensorBundle], dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Masks from the mask model, images from the image model conditioned on them."""
     start = time.perf_counter()
     modalities = real_slices.metadata["modalities"]
-    mask_s = G.model_settings(settings, "masks", modalities)
-    image_s = G.model_settings(settings, "images", modalities)
+    mask_s, image_s = (
+        G.with_latent_space(G.model_settings(settings, role, modalities), latent_space)
+        for role in ("masks", "images")
+    )
+    if mask_s.space != "pixel":
+        raise ValueError("latent_diffusion.masks.space must be pixel: masks are not encoded")
     options = dict(settings["generation"])
     bundles = {}
     for s, models in ((mask_s, mask_models), (image_s, image_models)):
@@ -139,8 +164,9 @@ def generate_samples(
     result = G.generate_outputs(
         bundles[mask_s.combination],
         bundles[image_s.combination],
-        G.resize_slices(real_slices, mask_s.resolution),
+        G.resize_slices(real_slices, image_s.resolution),
         options,
+        autoencoder=load_autoencoder(autoencoder) if image_s.space == "latent" else None,
     )
     result.report["seconds"] = round(time.perf_counter() - start, 2)
     figures.log_images_to_mlflow(

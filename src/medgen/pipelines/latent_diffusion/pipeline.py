@@ -1,4 +1,4 @@
-"""``latent_diffusion`` wiring (2D, pixel space for now).
+"""``latent_diffusion`` wiring (2D; pixel space, or latent space with the autoencoder pipeline's model).
 
 A chain of two models, each built from the same template under its own namespace:
 
@@ -20,6 +20,10 @@ from kedro.pipeline import Pipeline, node
 from medgen.generation.settings import ROLES
 from medgen.pipelines.latent_diffusion import nodes
 
+# Optional inputs from the autoencoder pipeline, used when a role's space is latent (absent:
+# None). Reading them also orders latent_diffusion after autoencoder in a full run.
+AUTOENCODER_INPUTS = ("autoencoder.model_2d", "autoencoder.latent_space_2d")
+
 
 def _for_role(func, role: str):
     """``func`` with its ``role`` argument fixed, keeping its name for logs and kedro-viz."""
@@ -32,14 +36,14 @@ def model_pipeline(role: str) -> Pipeline:
         [
             node(
                 _for_role(nodes.find_learning_rate, role),
-                ["slices_2d_train", "params:latent_diffusion"],
+                ["slices_2d_train", "params:latent_diffusion", *AUTOENCODER_INPUTS],
                 ["lr_range_test_plot", "lr_range_test"],
                 name="find_learning_rate",
                 tags=["lr_finder"],
             ),
             node(
                 _for_role(nodes.train_diffusion_model, role),
-                ["slices_2d_train", "params:latent_diffusion"],
+                ["slices_2d_train", "params:latent_diffusion", *AUTOENCODER_INPUTS],
                 ["model", "training_report", "training_plots"],
                 name="train_diffusion_model",
                 tags=["training"],
@@ -49,7 +53,7 @@ def model_pipeline(role: str) -> Pipeline:
     return Pipeline(
         template,
         namespace=f"latent_diffusion.{role}",
-        inputs={"slices_2d_train"},
+        inputs={"slices_2d_train", *AUTOENCODER_INPUTS},
         parameters={"params:latent_diffusion"},
     )
 
@@ -59,7 +63,13 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 nodes.generate_samples,
-                ["mask_model", "image_model", "slices_2d_val", "params:latent_diffusion"],
+                [
+                    "mask_model",
+                    "image_model",
+                    "slices_2d_val",
+                    "params:latent_diffusion",
+                    *AUTOENCODER_INPUTS,
+                ],
                 ["samples", "sample_niftis", "sample_grids", "generation_report"],
                 name="generate_samples",
                 tags=["generation"],
@@ -80,6 +90,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         # the models and reports come from the role namespaces above
         inputs={
             "slices_2d_val": "slices_2d_val",
+            **{name: name for name in AUTOENCODER_INPUTS},
             "mask_model": "latent_diffusion.masks.model",
             "image_model": "latent_diffusion.images.model",
             "mask_training_report": "latent_diffusion.masks.training_report",
