@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 
 _run_started_at: float | None = None
 
@@ -17,3 +19,22 @@ def seconds_since_run_start() -> float | None:
     if _run_started_at is None:
         return None
     return round(time.perf_counter() - _run_started_at, 2)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``threads`` intra-op torch threads (None: unchanged), then restore.
+
+    On a loaded machine one thread per training process can be several times faster than
+    torch's default of one per core (oversubscription)."""
+    import torch  # here, not at module level: the Kedro hooks import this module at start-up
+
+    previous = torch.get_num_threads()
+    if threads is not None:
+        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+            raise ValueError(f"torch_threads must be null or an int >= 1, got {threads!r}")
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -7,7 +7,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medgen.diffusion import LatentSpace, PixelSpace, build_space
+from medgen.diffusion import (
+    LatentSpace,
+    PixelSpace,
+    PrecomputedLatentSpace,
+    build_mode,
+    build_space,
+)
 
 
 class PoolAutoencoder:
@@ -125,3 +131,72 @@ def test_pixel_space_is_identity_and_factory():
         build_space("latent", {"latent_channels": 4, "downsample_factor": 2})
     with pytest.raises(ValueError, match="takes no autoencoder or options"):
         build_space("pixel", {"scale_factor": 2.0})
+
+
+class SingleChannelPoolAutoencoder(PoolAutoencoder):
+    """The project's 2D autoencoder shape: 1 channel in, ``latent_channels`` out (here the pooled
+    image and its negative), decoded from the first latent channel."""
+
+    in_channels = 1
+
+    def encode(self, x):
+        pooled = super().encode(x)
+        return torch.cat([pooled, -pooled], dim=1)
+
+    def decode(self, z):
+        return super().decode(z[:, :1])
+
+
+@pytest.mark.parametrize("spatial", [(8, 8), (4, 4, 4)])
+def test_per_channel_latents_round_trip_2d_3d(spatial):
+    space = LatentSpace(
+        SingleChannelPoolAutoencoder(), 2, downsample_factor=2, scale_factor=0.5, per_channel=True
+    )
+    coarse = torch.rand(2, 3, *[s // 2 for s in spatial]) * 2 - 1
+    x = F.interpolate(coarse, scale_factor=2, mode="nearest")
+    z = space.encode(x)
+    assert space.channels(3) == 6 and z.shape == (2, 6, *coarse.shape[2:])
+    # channel c's latents sit at 2c, 2c + 1: independent per-channel encoding, concatenated
+    expected = torch.cat(
+        [torch.cat([coarse[:, c : c + 1], -coarse[:, c : c + 1]], 1) for c in range(3)], 1
+    )
+    torch.testing.assert_close(z, 0.5 * expected)
+    torch.testing.assert_close(space.decode(z), x)
+    with pytest.raises(ValueError, match="not a multiple of latent_channels=2"):
+        space.decode(z[:, :5])
+
+
+def test_default_latent_space_refuses_multi_channel_input_to_single_channel_autoencoder():
+    space = LatentSpace(SingleChannelPoolAutoencoder(), 2, downsample_factor=2)
+    assert space.channels(3) == 2 and not space.per_channel
+    with pytest.raises(ValueError, match="encodes 1-channel images, got 3.*per_channel: true"):
+        space.encode(torch.zeros(1, 3, 4, 4))
+    config = LatentSpace(SingleChannelPoolAutoencoder(), 2, 2, per_channel=True).to_config()
+    assert config["per_channel"] is True
+    rebuilt = build_space("latent", config, SingleChannelPoolAutoencoder())
+    assert rebuilt.to_config() == config
+
+
+def test_precomputed_latent_space_scales_batches_and_decodes_with_an_autoencoder():
+    mode = build_mode("class", ["t1_pre", "bravo"])
+    space = build_space(
+        "precomputed_latent",
+        {"latent_channels": 2, "downsample_factor": 2, "scale_factor": 4.0, "per_channel": True},
+    )
+    assert isinstance(space, PrecomputedLatentSpace) and not space.bounded
+    latents = torch.randn(3, 4, 2, 2, 2)
+    z = space.prepare_target(mode, {"latents": latents})
+    torch.testing.assert_close(z, 4.0 * latents)
+    torch.testing.assert_close(space.unscale(z), latents)
+    assert space.spatial_shape((4, 4, 4)) == (2, 2, 2)
+    with pytest.raises(ValueError, match="no autoencoder to decode with"):
+        space.decode(z)
+    with pytest.raises(ValueError, match=r"must be \[B, 4, \*spatial\]"):
+        space.prepare_target(mode, {"latents": latents[:, :3]})
+    with pytest.raises(KeyError, match=r"needs batch\['latents'\]"):
+        space.prepare_target(mode, {"images": latents})
+    with_ae = build_space("precomputed_latent", space.to_config(), SingleChannelPoolAutoencoder())
+    assert with_ae.to_config() == space.to_config()
+    decoded = with_ae.decode(z)  # per channel: latent channels (0, 1) -> t1_pre, (2, 3) -> bravo
+    expected = F.interpolate(latents[:, [0, 2]], scale_factor=2, mode="nearest")
+    torch.testing.assert_close(decoded, expected)

@@ -117,4 +117,4 @@ def test_build_backbone_dispatches_on_name():
     net = build_backbone({"name": "diffusion_unet", **TINY}, 3, 2)
     assert isinstance(net, DiffusionModelUNet) and net.in_channels == 3 and net.out_channels == 2
     with pytest.raises(KeyError, match="unknown backbone"):
-        build_backbone({"name": "dit"}, 1, 1)
+        build_backbone({"name": "no_such_net"}, 1, 1)

@@ -1,5 +1,9 @@
 """Diffusion strategies (HOW: ``ddpm``, ``rflow``), modes (WHAT: ``seg``, ``bravo``, ``dual``,
-``t1_pre``, ``t1_gd``) and spaces (WHERE: ``pixel``, ``latent``), bundled by ``DiffusionTask``.
+``t1_pre``, ``t1_gd``, ``class``) and spaces (WHERE: ``pixel``, ``latent``,
+``precomputed_latent``), bundled by ``DiffusionTask``.
+
+The 3D class-conditional generator job (train on pre-encoded latents, sample per class) is
+:mod:`medgen.generation.class_conditional_3d` (a job over the engine, like the 2D training job).
 
 A new strategy, mode or space is one small class registered in ``STRATEGIES``, ``MODES`` or
 ``SPACES`` plus a config entry naming it.
@@ -8,7 +12,12 @@ A new strategy, mode or space is one small class registered in ``STRATEGIES``, `
 from medgen.diffusion.base import STRATEGIES, DiffusionStrategy, build_strategy
 from medgen.diffusion.ddpm import DDPMStrategy
 from medgen.diffusion.enums import ConditionResize, DDPMSampler, PredictionType, TimestepSampling
-from medgen.diffusion.guidance import combine_guidance, drop_condition, null_condition
+from medgen.diffusion.guidance import (
+    combine_guidance,
+    drop_condition,
+    is_class_labels,
+    null_condition,
+)
 from medgen.diffusion.loss_weighting import (
     min_snr_weight,
     snr_from_alphas_cumprod,
@@ -16,6 +25,7 @@ from medgen.diffusion.loss_weighting import (
 )
 from medgen.diffusion.modes import (
     MODES,
+    ClassConditionalMode,
     ConditionalBravoMode,
     ConditionalDualMode,
     ConditionalT1GdMode,
@@ -27,13 +37,21 @@ from medgen.diffusion.modes import (
     lesion_condition,
 )
 from medgen.diffusion.rflow import RectifiedFlowStrategy
-from medgen.diffusion.spaces import SPACES, DiffusionSpace, LatentSpace, PixelSpace, build_space
+from medgen.diffusion.spaces import (
+    SPACES,
+    DiffusionSpace,
+    LatentSpace,
+    PixelSpace,
+    PrecomputedLatentSpace,
+    build_space,
+)
 from medgen.diffusion.task import DiffusionTask, build_task
 
 __all__ = [
     "MODES",
     "SPACES",
     "STRATEGIES",
+    "ClassConditionalMode",
     "ConditionResize",
     "ConditionalBravoMode",
     "ConditionalDualMode",
@@ -47,6 +65,7 @@ __all__ = [
     "DiffusionTask",
     "LatentSpace",
     "PixelSpace",
+    "PrecomputedLatentSpace",
     "PredictionType",
     "RectifiedFlowStrategy",
     "SegMode",
@@ -58,6 +77,7 @@ __all__ = [
     "build_task",
     "combine_guidance",
     "drop_condition",
+    "is_class_labels",
     "lesion_condition",
     "min_snr_weight",
     "null_condition",

@@ -1,7 +1,9 @@
 """The strategy interface: HOW a network is trained and sampled (DDPM, rectified flow, ...).
 
 A strategy works on tensors in the coordinates of a space (pixels or latents) and knows nothing
-about modalities; a condition, when given, is concatenated to the noisy input along channels.
+about modalities; a condition, when given, is either spatial (concatenated to the noisy input
+along channels) or class labels ``[B]`` (passed as ``class_labels=``), see
+:mod:`medgen.diffusion.guidance`.
 Every strategy's options are JSON values so ``from_config(json.loads(json.dumps(s.to_config())))``
 rebuilds an equivalent strategy (the diffusers ``ConfigMixin`` idea, without the machinery).
 """
@@ -20,7 +22,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from medgen.diffusion.enums import PredictionType
-from medgen.diffusion.guidance import drop_condition, guided_model, model_forward
+from medgen.diffusion.guidance import (
+    drop_condition,
+    guided_model,
+    is_class_labels,
+    model_forward,
+)
 from medgen.diffusion.loss_weighting import min_snr_weight
 from medgen.diffusion.rng import randn
 from medgen.models.registry import Registry
@@ -144,8 +151,10 @@ class DiffusionStrategy(ABC):
         """Scalar training loss for clean samples ``x0`` ``[B, C, *spatial]``: the (optionally
         Min-SNR-γ weighted) MSE between the network output and :meth:`training_target`.
 
-        ``cond`` ``[B, Cc, *spatial]`` is concatenated to the noisy input (after condition dropout);
-        ``generator`` seeds the noise, timesteps and dropout, drawn in that order.
+        ``cond`` is a spatial condition ``[B, Cc, *spatial]`` (concatenated to the noisy input) or
+        integer class labels ``[B]``, replaced by the null condition with probability
+        ``cond_drop_prob`` per sample; ``generator`` seeds the noise, timesteps and dropout, drawn
+        in that order.
         """
         self._check_inputs(x0.shape, cond)
         noise = randn(x0.shape, generator, x0.device, x0.dtype)
@@ -192,7 +201,8 @@ class DiffusionStrategy(ABC):
 
         ``num_steps`` overrides the configured number of sampling steps; each step is one network
         call, on a ``2B`` batch under classifier-free guidance (``guidance_scale != 1``; 1.0 = no
-        guidance). The initial noise is drawn with ``generator``.
+        guidance). ``cond`` is a spatial condition or class labels ``[B]`` (-1: unconditional).
+        The initial noise is drawn with ``generator``.
         """
         self._check_inputs(shape, cond)
         steps = self.num_sampling_steps(num_steps)
@@ -211,9 +221,18 @@ class DiffusionStrategy(ABC):
         shape = tuple(shape)
         if len(shape) not in (4, 5):
             raise ValueError(f"{self.name}: expected [B, C, H, W] or [B, C, D, H, W], got {shape}")
-        if cond is not None and (cond.shape[0] != shape[0] or cond.shape[2:] != shape[2:]):
+        if cond is None:
+            return
+        if is_class_labels(cond):
+            if cond.shape[0] != shape[0]:
+                raise ValueError(
+                    f"{self.name}: {cond.shape[0]} class labels for a batch of {shape[0]}"
+                )
+            return
+        if cond.ndim != len(shape) or cond.shape[0] != shape[0] or cond.shape[2:] != shape[2:]:
             raise ValueError(
-                f"{self.name}: condition {tuple(cond.shape)} must match {shape} in batch and "
+                f"{self.name}: condition {tuple(cond.shape)} {cond.dtype} must be integer class "
+                f"labels [{shape[0]}] or a spatial condition matching {shape} in batch and "
                 "spatial size"
             )
 

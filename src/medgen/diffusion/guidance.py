@@ -1,12 +1,18 @@
 """Classifier-free guidance (Ho & Salimans 2022, https://arxiv.org/abs/2207.12598).
 
+A condition is either *spatial* (``[B, Cc, *spatial]`` float, e.g. the lesion mask, concatenated
+to the noisy input along channels) or *class labels* (``[B]`` integers, passed to the network as
+``class_labels=``, e.g. for :class:`~medgen.models.dit.DiT`); :func:`is_class_labels` tells them
+apart.
+
 Training drops the condition of each sample independently with probability ``p`` and replaces it
-by the *null condition*, an all-zero tensor of the same shape. Zero is chosen because the lesion
-condition lives in {-1, +1}: zero is outside it, whereas MONAI's ``DiffusionInferer`` default fill
-of -1 would be identical to a real "no lesion" mask and teach the unconditional branch that every
-image is lesion-free. At sampling the two predictions are combined as
-``out = uncond + s · (cond − uncond)``; ``s = 1`` is the plain conditional model and is evaluated
-with one forward pass.
+by the *null condition*. For a spatial condition that is an all-zero tensor of the same shape. Zero
+is chosen because the lesion condition lives in {-1, +1}: zero is outside it, whereas MONAI's
+``DiffusionInferer`` default fill of -1 would be identical to a real "no lesion" mask and teach the
+unconditional branch that every image is lesion-free. For class labels it is the label -1
+(:data:`~medgen.models.dit.NULL_CLASS`), which the network embeds with its own learned row, as in
+DiT. At sampling the two predictions are combined as ``out = uncond + s · (cond − uncond)``;
+``s = 1`` is the plain conditional model and is evaluated with one forward pass.
 """
 
 from __future__ import annotations
@@ -17,17 +23,33 @@ import torch
 from torch import nn
 
 from medgen.diffusion.rng import rand
+from medgen.models.dit import NULL_CLASS
+
+_INTEGER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
+
+def is_class_labels(cond: torch.Tensor) -> bool:
+    """Whether ``cond`` is a class-label condition (1-D integer tensor) rather than a spatial one.
+
+    Booleans are not labels (their null value -1 does not exist): convert them to int64 first.
+    """
+    return cond.ndim == 1 and cond.dtype in _INTEGER_DTYPES
 
 
 def null_condition(cond: torch.Tensor) -> torch.Tensor:
-    """The condition meaning "no condition": zeros shaped like ``cond``."""
+    """The condition meaning "no condition": label -1 for class labels, zeros for a spatial one."""
+    if is_class_labels(cond):
+        return torch.full_like(cond, NULL_CLASS)
     return torch.zeros_like(cond)
 
 
 def drop_condition(
     cond: torch.Tensor, prob: float, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """Replace the condition of each sample by :func:`null_condition` with probability ``prob``."""
+    """Replace the condition of each sample by :func:`null_condition` with probability ``prob``.
+
+    Sample ``i`` is dropped when the ``i``-th uniform draw of ``generator`` is below ``prob``.
+    """
     if not 0.0 <= prob <= 1.0:
         raise ValueError(f"condition dropout probability must be in [0, 1], got {prob}")
     if prob == 0.0:
@@ -45,11 +67,14 @@ def combine_guidance(uncond: torch.Tensor, cond: torch.Tensor, scale: float) -> 
 def model_forward(
     model: nn.Module, x: torch.Tensor, timesteps: torch.Tensor, cond: torch.Tensor | None
 ) -> torch.Tensor:
-    """Call ``model`` with the condition concatenated to the noisy input along channels (the
-    strategies check shapes once, on entry)."""
-    if cond is not None:
-        x = torch.cat([x, cond.to(dtype=x.dtype)], dim=1)
-    return model(x, timesteps)
+    """Call ``model`` with its condition: class labels as ``model(x, t, class_labels=cond)``, a
+    spatial condition concatenated to the noisy input along channels (the strategies check shapes
+    once, on entry). Everything goes through ``model``'s forward, as DDP requires."""
+    if cond is None:
+        return model(x, timesteps)
+    if is_class_labels(cond):
+        return model(x, timesteps, class_labels=cond)
+    return model(torch.cat([x, cond.to(dtype=x.dtype)], dim=1), timesteps)
 
 
 def guided_model(

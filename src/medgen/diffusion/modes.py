@@ -1,18 +1,21 @@
 """Modes: WHAT is generated from what.
 
 A mode maps a data batch (``images`` ``[B, M, *spatial]`` in [-1, 1] with a modality list,
-``seg`` ``[B, 1, *spatial]`` lesion labels) to the diffusion target ``x0`` and an optional
-condition, declares their channel counts and names, and turns generated tensors back into data.
-The lesion mask, as target and as condition, is ``seg > 0`` mapped to {-1, +1}.
+``seg`` ``[B, 1, *spatial]`` lesion labels, per-sample class labels such as ``lesion_present``)
+to the diffusion target ``x0`` and an optional condition, declares their channel counts and names,
+and turns generated tensors back into data. The lesion mask, as target and as spatial condition,
+is ``seg > 0`` mapped to {-1, +1}; a class condition is an int64 label ``[B]``.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
 
+from medgen.models.dit import NULL_CLASS
 from medgen.models.registry import Registry
 
 MODES: Registry = Registry("diffusion mode")
@@ -46,7 +49,9 @@ class DiffusionMode:
     """Base class: declares target and condition channels and extracts them from a batch.
 
     Subclasses set ``name``, ``target_names`` (modality names or ``"lesion_mask"``) and
-    ``conditional``, and register with ``@MODES.register(name)``.
+    ``conditional``, and register with ``@MODES.register(name)``. A subclass with options takes
+    them as keyword arguments after ``modalities`` and returns them from :meth:`options` (JSON
+    values), so a task config rebuilds it.
 
     Args:
         modalities: order of the channels of ``batch["images"]``, e.g.
@@ -82,8 +87,18 @@ class DiffusionMode:
         return (LESION_MASK,) if self.conditional else ()
 
     @property
+    def num_classes(self) -> int:
+        """Number of classes of a class condition; 0 for modes without one."""
+        return 0
+
+    @property
     def condition_channels(self) -> int:
-        return len(self.condition_names)
+        """Channels a spatial condition adds to the network input (class labels add none)."""
+        return 0 if self.num_classes else len(self.condition_names)
+
+    def options(self) -> dict[str, Any]:
+        """Constructor options besides ``modalities`` (JSON values); none for the base modes."""
+        return {}
 
     def condition(self, batch: Mapping[str, Any]) -> torch.Tensor | None:
         """The {-1, +1} lesion condition from ``batch["seg"]``, or None for unconditional modes."""
@@ -122,7 +137,8 @@ class DiffusionMode:
             )
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(modalities={self.modalities})"
+        options = "".join(f", {k}={v!r}" for k, v in self.options().items())
+        return f"{type(self).__name__}(modalities={self.modalities}{options})"
 
 
 @MODES.register("seg")
@@ -174,6 +190,111 @@ class ConditionalT1GdMode(DiffusionMode):
     target_names = ("t1_gd",)
 
 
-def build_mode(name: str, modalities: Sequence[str]) -> DiffusionMode:
-    """Build the mode registered as ``name`` for data with channel order ``modalities``."""
-    return MODES.get(name)(modalities)
+@MODES.register("class")
+class ClassConditionalMode(DiffusionMode):
+    """Class label → images, e.g. lesion present / absent → a multi-modal volume.
+
+    The condition is ``batch[label_key]`` (int64 ``[B]`` or ``[B, 1]``, integer or bool), passed
+    to the network as ``class_labels`` (see :class:`~medgen.models.dit.DiT`); it adds no input
+    channels. The null class -1 of classifier-free guidance is never a data label.
+
+    Args:
+        modalities: order of the channels of ``batch["images"]``.
+        targets: modalities to generate (default null: all of ``modalities``, in that order).
+        label_key: batch key of the labels (default ``"class_label"``; ``"lesion_present"`` for
+            the volumes bundle).
+        num_classes: number of classes, labels in ``[0, num_classes)`` (default 2).
+        class_names: a name per class for reports (default ``class_0``, ``class_1``, ...).
+    """
+
+    name = "class"
+
+    def __init__(
+        self,
+        modalities: Sequence[str],
+        targets: Sequence[str] | None = None,
+        label_key: str = "class_label",
+        num_classes: int = 2,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+            raise ValueError(f"mode 'class': num_classes must be an int >= 1, got {num_classes!r}")
+        names = [str(m) for m in (modalities if targets is None else targets)]
+        if not names or len(set(names)) != len(names) or LESION_MASK in names:
+            raise ValueError(
+                f"mode 'class': targets must be distinct image modalities, got {names}"
+            )
+        if class_names is None:
+            class_names = [f"class_{i}" for i in range(num_classes)]
+        class_names = [str(c) for c in class_names]
+        if len(class_names) != num_classes:
+            raise ValueError(
+                f"mode 'class': {len(class_names)} class_names {class_names} for "
+                f"num_classes={num_classes}"
+            )
+        self.target_names = tuple(names)
+        self.label_key = str(label_key)
+        self._num_classes = num_classes
+        self.class_names = class_names
+        super().__init__(modalities)
+
+    @property
+    def num_classes(self) -> int:
+        return self._num_classes
+
+    @property
+    def condition_names(self) -> tuple[str, ...]:
+        return (self.label_key,)
+
+    def options(self) -> dict[str, Any]:
+        return {
+            "targets": list(self.target_names),
+            "label_key": self.label_key,
+            "num_classes": self.num_classes,
+            "class_names": list(self.class_names),
+        }
+
+    def check_labels(self, labels: Any, allow_null: bool = False) -> torch.Tensor:
+        """``labels`` as int64 ``[B]``; raises ``ValueError`` naming a wrong shape, dtype or value
+        (``allow_null``: -1, the unconditional class, is accepted too)."""
+        where = f"mode 'class': labels {self.label_key!r}"
+        if not isinstance(labels, torch.Tensor):
+            raise ValueError(f"{where} must be a tensor, got {type(labels).__name__}")
+        if labels.ndim == 2 and labels.shape[1] == 1:
+            labels = labels[:, 0]
+        if labels.ndim != 1 or labels.is_floating_point() or labels.is_complex():
+            raise ValueError(
+                f"{where} must be integers of shape [B], got {tuple(labels.shape)} {labels.dtype}"
+            )
+        labels = labels.long()
+        low = NULL_CLASS if allow_null else 0
+        bad = (labels < low) | (labels >= self.num_classes)
+        if bad.any():
+            raise ValueError(
+                f"{where} must lie in [{low}, {self.num_classes}), got "
+                f"{sorted(set(labels[bad].tolist()))}"
+            )
+        return labels
+
+    def condition(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        """The int64 class labels ``[B]`` from ``batch[label_key]``."""
+        if self.label_key not in batch:
+            raise KeyError(
+                f"mode {self.name!r} needs batch[{self.label_key!r}]; batch has {sorted(batch)}"
+            )
+        return self.check_labels(batch[self.label_key])
+
+
+def build_mode(
+    name: str, modalities: Sequence[str], options: Mapping[str, Any] | None = None
+) -> DiffusionMode:
+    """Build the mode registered as ``name`` for data with channel order ``modalities`` and the
+    mode's ``options`` (see :meth:`DiffusionMode.options`)."""
+    cls = MODES.get(name)
+    options = dict(options or {})
+    parameters = inspect.signature(cls.__init__).parameters
+    allowed = [p for p in parameters if p not in ("self", "modalities")]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"mode {name!r}: unknown option(s) {unknown}; allowed: {allowed}")
+    return cls(modalities, **options)

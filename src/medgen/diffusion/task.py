@@ -2,8 +2,9 @@
 
 ``task.loss`` has the generic engine signature ``loss_fn(model, batch) -> scalar Tensor`` and
 ``task.generate`` produces data-space samples. ``task.build_model(backbone_config)`` builds a
-backbone with the right channel counts: in = space channels of the target + condition channels
-(channel concatenation), out = space channels of the target.
+backbone with the right channel counts: in = space channels of the target + spatial condition
+channels (channel concatenation; class labels add none), out = space channels of the target; a
+class-conditional mode also sets the backbone's ``num_classes``.
 """
 
 from __future__ import annotations
@@ -53,17 +54,35 @@ class DiffusionTask:
     def out_channels(self) -> int:
         return self.space.channels(self.mode.target_channels)
 
+    def backbone_config(self, backbone_config: Mapping[str, Any]) -> dict[str, Any]:
+        """``backbone_config`` completed for this task: a class-conditional mode's ``num_classes``
+        is filled in (a different value set there is an error)."""
+        config = dict(backbone_config)
+        classes = self.mode.num_classes
+        if classes:
+            if config.get("num_classes", classes) != classes:
+                raise ValueError(
+                    f"backbone num_classes={config['num_classes']} but mode "
+                    f"{self.mode.name!r} has {classes} classes"
+                )
+            config["num_classes"] = classes
+        return config
+
     def build_model(self, backbone_config: Mapping[str, Any]) -> nn.Module:
         """Backbone named by ``backbone_config["name"]`` (default diffusion_unet) with this task's
-        channel counts."""
-        return build_backbone(backbone_config, self.in_channels, self.out_channels)
+        channel counts (and classes, see :meth:`backbone_config`)."""
+        return build_backbone(
+            self.backbone_config(backbone_config), self.in_channels, self.out_channels
+        )
 
     def prepare(self, batch: Mapping[str, Any], device: torch.device | str = "cpu"):
-        """Batch → ``(x0, cond)`` in space coordinates on ``device``."""
-        x0, cond = self.mode.prepare(batch)
-        z0 = self.space.encode(x0.to(device))
+        """Batch → ``(x0, cond)`` in space coordinates on ``device`` (class labels unchanged)."""
+        cond = self.mode.condition(batch)
+        z0 = self.space.prepare_target(self.mode, batch, device)
         if cond is not None:
-            cond = self.space.resize_condition(cond.to(device), z0.shape[2:])
+            cond = cond.to(device)
+            if not self.mode.num_classes:
+                cond = self.space.resize_condition(cond, z0.shape[2:])
         return z0, cond
 
     def loss(
@@ -94,17 +113,27 @@ class DiffusionTask:
         Args:
             model: the trained network.
             n: number of samples (default: ``cond.shape[0]``).
-            cond: condition in data form ``[n, 1, *spatial]`` in {-1, +1} (see
-                :func:`~medgen.diffusion.modes.lesion_condition`); required for conditional modes.
-            spatial_shape: data spatial size (default: the condition's).
+            cond: the condition, required for conditional modes: a lesion mask in data form
+                ``[n, 1, *spatial]`` in {-1, +1} (see
+                :func:`~medgen.diffusion.modes.lesion_condition`), or for a class-conditional
+                mode int64 class labels ``[n]`` (-1: unconditional sample).
+            spatial_shape: data spatial size (default: the mask condition's; required with
+                class labels and for unconditional modes).
             num_steps, guidance_scale, generator, progress: passed to ``strategy.sample``.
             decode: return data (default) or space coordinates.
         """
         if self.mode.conditional and cond is None:
-            raise ValueError(f"mode {self.mode.name!r} is conditional: pass cond (a lesion mask)")
+            what = "class labels" if self.mode.num_classes else "a lesion mask"
+            raise ValueError(f"mode {self.mode.name!r} is conditional: pass cond ({what})")
         if not self.mode.conditional and cond is not None:
             raise ValueError(f"mode {self.mode.name!r} is unconditional: cond must be None")
-        if cond is not None:
+        device = model_device(model)
+        if cond is not None and self.mode.num_classes:
+            cond = self.mode.check_labels(cond, allow_null=True)
+            n = cond.shape[0] if n is None else n
+            if n != cond.shape[0]:
+                raise ValueError(f"{cond.shape[0]} class labels disagree with n={n}")
+        elif cond is not None:
             n = cond.shape[0] if n is None else n
             spatial_shape = tuple(cond.shape[2:]) if spatial_shape is None else tuple(spatial_shape)
             if n != cond.shape[0] or tuple(cond.shape[2:]) != spatial_shape:
@@ -112,11 +141,13 @@ class DiffusionTask:
                     f"cond {tuple(cond.shape)} disagrees with n={n}, spatial_shape={spatial_shape}"
                 )
         if n is None or spatial_shape is None:
-            raise ValueError("unconditional generation needs n and spatial_shape")
+            raise ValueError("generation needs n and spatial_shape (or a mask condition)")
         latent_spatial = self.space.spatial_shape(spatial_shape)
         shape = (n, self.out_channels, *latent_spatial)
         if cond is not None:
-            cond = self.space.resize_condition(cond.to(model_device(model)), latent_spatial)
+            cond = cond.to(device)
+            if not self.mode.num_classes:
+                cond = self.space.resize_condition(cond, latent_spatial)
         z = self.strategy.sample(
             model,
             shape,
@@ -133,13 +164,17 @@ class DiffusionTask:
         return self.mode.to_data(generated)
 
     def to_config(self) -> dict[str, Any]:
-        """JSON-serialisable description (the autoencoder itself is not part of it)."""
-        return {
+        """JSON-serialisable description (the autoencoder itself is not part of it);
+        ``mode_options`` only for a mode that has options."""
+        config = {
             "strategy": self.strategy.to_config(),
             "mode": self.mode.name,
             "modalities": list(self.mode.modalities),
             "space": self.space.to_config(),
         }
+        if self.mode.options():
+            config["mode_options"] = self.mode.options()
+        return config
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], autoencoder: Any = None) -> DiffusionTask:
@@ -152,13 +187,14 @@ class DiffusionTask:
 
 def build_task(config: Mapping[str, Any], autoencoder: Any = None) -> DiffusionTask:
     """Build a task from ``{"strategy": {"name": ..., ...}, "mode": str, "modalities": [...],
-    "space": {"name": "pixel" | "latent", ...}}`` (space optional, default pixel)."""
+    "mode_options": {...}, "space": {"name": "pixel" | "latent" | "precomputed_latent", ...}}``
+    (mode_options and space optional; default: none and pixel)."""
     missing = [k for k in ("strategy", "mode", "modalities") if k not in config]
     if missing:
         raise ValueError(f"diffusion task config is missing {missing}")
     strategy_cfg = dict(config["strategy"])
     strategy = build_strategy(strategy_cfg.pop("name"), strategy_cfg)
-    mode = build_mode(config["mode"], config["modalities"])
+    mode = build_mode(config["mode"], config["modalities"], config.get("mode_options"))
     space_cfg = dict(config.get("space") or {"name": "pixel"})
     space = build_space(space_cfg.pop("name", "pixel"), space_cfg, autoencoder)
     return DiffusionTask(strategy, mode, space)

@@ -13,6 +13,7 @@ from medgen.datasets import TensorBundle
 from medgen.diffusion import binarize_mask
 from medgen.generation.chain import generate_chain, sampler_settings
 from medgen.generation.figures import real_examples
+from medgen.generation.lesion_contrast import lesion_contrast_report
 from medgen.generation.grids import sample_grid, side_by_side, titled
 from medgen.generation.model_bundle import load_diffusion_model
 from medgen.generation.outputs import nifti_files, samples_bundle
@@ -158,6 +159,7 @@ def generate_outputs(
         f"{image_combo}/grid_comparison": side_by_side(generated, real),
     }
     empty = int((chain.masks.flatten(1).sum(1) == 0).sum())
+    all_real_images, all_real_masks = real_examples(real_slices, image_task, len(real_slices))
     out.report = {
         "mask_combination": mask_combo,
         "image_combination": image_combo,
@@ -175,6 +177,9 @@ def generate_outputs(
             "generated": lesion_fraction(chain.masks),
             "real_lesion_slices": lesion_fraction(real_masks),
         },
+        "lesion_contrast": lesion_contrast_report(
+            chain.images, chain.masks, all_real_images, all_real_masks
+        ),
         "files": {
             "samples": sorted(out.samples),
             "nifti": len(out.niftis),

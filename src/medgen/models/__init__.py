@@ -1,4 +1,5 @@
-"""Network factories over MONAI (plus, later, the few networks MONAI lacks).
+"""Network factories over MONAI, plus the few networks MONAI lacks (a DiT, the patch-volume
+autoencoder).
 
 A new backbone is one function registered in :data:`BACKBONES` and a config entry naming it.
 """
@@ -11,14 +12,17 @@ from medgen.models.diffusion_unet import (
     min_input_multiple,
     validate_diffusion_unet_config,
 )
+from medgen.models.dit import DiT, build_dit
 from medgen.models.registry import Registry
 
 __all__ = [
     "BACKBONES",
     "DIFFUSION_UNET_DEFAULTS",
+    "DiT",
     "Registry",
     "build_backbone",
     "build_diffusion_unet",
+    "build_dit",
     "min_input_multiple",
     "validate_diffusion_unet_config",
 ]

@@ -1,0 +1,101 @@
+"""The 3D class-conditional generator job: train on a latents bundle, resume, sample per class."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from medgen.datasets import TensorBundle, TensorDataset
+from medgen.diffusion import DDPMStrategy, DiffusionTask, PrecomputedLatentSpace, build_mode
+from medgen.generation.class_conditional_3d import (
+    generate_class_conditional,
+    resolve_params,
+    train_class_conditional_generator,
+)
+
+PARAMS = {
+    "backbone": {"hidden_size": 24, "depth": 1, "num_heads": 2, "frequency_embedding_size": 16},
+    "training": {"max_steps": 4, "batch_size": 4, "warmup_steps": 0, "log_every": 2},
+    "strategy": {"num_inference_steps": 3},
+    "sampling": {"batch_size": 3, "device": "cpu"},
+}
+
+
+def _latents(n: int = 8, channels: int = 4, scale: float = 2.0) -> TensorBundle:
+    g = torch.Generator().manual_seed(0)
+    labels = torch.tensor([0, 1] * (n // 2))
+    # odd latent depth: the DiT pads 5 -> 6 for patch 2
+    latents = torch.randn(n, channels, 4, 6, 5, generator=g) + labels.view(-1, 1, 1, 1, 1)
+    metadata = {"scale_factor": scale, "downsample_factor": 4, "latent_channels": channels}
+    return TensorBundle({"latents": latents, "lesion_present": labels}, metadata)
+
+
+def test_train_resume_and_generate(tmp_path):
+    bundle = _latents()
+    weights, report = train_class_conditional_generator(bundle, PARAMS, tmp_path / "ckpt")
+    meta = weights.metadata
+    assert meta["latent_shape"] == [4, 4, 6, 5] and meta["scale_factor"] == 2.0
+    assert meta["classes"] == ["lesion_absent", "lesion_present"] and meta["has_ema"]
+    assert meta["task"]["space"]["name"] == "precomputed_latent"
+    assert meta["backbone"]["input_size"] == [4, 6, 5] and meta["backbone"]["num_classes"] == 2
+    assert report["steps"] == 4 and report["resumed_from_step"] == 0
+    assert report["class_counts"] == [4, 4] and report["final_loss"] > 0
+    assert [r["step"] for r in report["history"] if r["kind"] == "step"] == [2, 4]
+    json.dumps(report)
+    # weights survive the safetensors dataset (JSON metadata, no pickle)
+    dataset = TensorDataset(filepath=str(tmp_path / "weights.safetensors"))
+    dataset.save(weights)
+    weights = dataset.load()
+
+    # same data and configuration: continues from the checkpoint of step 4
+    more = {**PARAMS, "training": {**PARAMS["training"], "max_steps": 6}}
+    with pytest.warns(UserWarning, match=r"changed training parameters \['max_steps'\]"):
+        _, resumed = train_class_conditional_generator(bundle, more, tmp_path / "ckpt")
+    assert resumed["resumed_from_step"] == 4 and resumed["steps"] == 6
+    # another bundle (scale factor): the old checkpoints are moved aside, training starts afresh
+    _, fresh = train_class_conditional_generator(_latents(scale=3.0), more, tmp_path / "ckpt")
+    assert fresh["resumed_from_step"] == 0 and (tmp_path / "ckpt.stale" / "latest.pt").is_file()
+
+    latents, labels = generate_class_conditional(weights, 2, PARAMS, seed=3)
+    assert latents.shape == (4, 4, 4, 6, 5) and torch.equal(labels, torch.tensor([0, 0, 1, 1]))
+    assert torch.isfinite(latents).all()
+    again, _ = generate_class_conditional(weights, 2, PARAMS, seed=3)
+    assert torch.equal(latents, again)
+    # the output is unscaled: the same weights read with scale 1 give twice the values
+    unit = TensorBundle(weights.tensors, json.loads(json.dumps(weights.metadata)))
+    unit.metadata["task"]["space"]["scale_factor"] = 1.0
+    torch.testing.assert_close(generate_class_conditional(unit, 2, PARAMS, seed=3)[0], 2 * latents)
+
+
+def test_bad_bundles_and_params_are_named(tmp_path):
+    bundle = _latents()
+    no_scale = TensorBundle(bundle.tensors, {})
+    with pytest.raises(ValueError, match="scale_factor"):
+        train_class_conditional_generator(no_scale, PARAMS, tmp_path)
+    bad_labels = TensorBundle(
+        {**bundle.tensors, "lesion_present": torch.full((8,), 2)}, bundle.metadata
+    )
+    with pytest.raises(ValueError, match=r"values \[2\] not in \[0, 2\)"):
+        train_class_conditional_generator(bad_labels, PARAMS, tmp_path)
+    with pytest.raises(KeyError, match="needs tensor 'lesion_present'"):
+        train_class_conditional_generator(
+            TensorBundle({"latents": bundle["latents"]}, bundle.metadata), PARAMS, tmp_path
+        )
+    wrong_channels = TensorBundle(bundle.tensors, {**bundle.metadata, "latent_channels": 8})
+    with pytest.raises(ValueError, match="latents have 4 channels but metadata latent_channels=8"):
+        train_class_conditional_generator(wrong_channels, PARAMS, tmp_path)
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['trainig'\]"):
+        resolve_params({"trainig": {}})
+    with pytest.raises(ValueError, match="n_per_class"):
+        generate_class_conditional(TensorBundle({}, {}), 0, PARAMS)
+
+
+def test_ddpm_defaults_to_no_clipping_in_latent_space():
+    params = resolve_params({"strategy": {"name": "ddpm"}})
+    assert params["strategy"]["clip_sample"] is False
+    assert params["strategy"]["cond_drop_prob"] == 0.1
+    space = PrecomputedLatentSpace(latent_channels=4, downsample_factor=4)
+    with pytest.raises(ValueError, match="set clip_sample: false"):
+        DiffusionTask(DDPMStrategy(), build_mode("class", ["bravo"]), space)
