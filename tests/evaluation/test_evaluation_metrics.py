@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from evaluation_helpers import TINY_PARAMS, generated_bundle, partitions
 
@@ -42,16 +43,24 @@ def test_image_source_has_fid_with_floor_diversity_and_fidelity(metrics):
     assert entry["status"] == "evaluated" and entry["kind"] == "image_2d"
     fid = _record(entry, "fid", "in_domain")
     assert "trained on the real training split" in fid["backbone"]
-    # floor: two disjoint real halves of 8 test slices; value at the same count
-    assert fid["n_real"] == fid["n_generated"] == 8
+    # floor: two patient-disjoint halves of the 16 test slices (patients of 6, 6 and 4
+    # slices: 10 vs 6); value and floor at the smaller half's count
+    assert fid["n_real"] == fid["n_generated"] == 6
     assert "protocol" in fid["details"]
+    assert fid["details"]["real_split"] == {"by": "group (patient-disjoint halves)", "groups_a": 2, "groups_b": 1}
     lpips = _record(entry, "lpips_diversity")
     assert "random-init" in lpips["backbone"]
     ms_ssim = _record(entry, "ms_ssim_diversity")
     assert ms_ssim["details"]["kernel_size"] >= 3 and ms_ssim["details"]["scales"] >= 2
     dice = _record(entry, "conditioning_dice")
     assert dice["status"] == "ok" and 0.0 <= dice["value"] <= 1.0
-    assert dice["details"]["segmenter"]["train_slices"] == 12
+    assert 0.0 <= dice["details"]["chance_dice"] <= 1.0  # Dice against other patients' masks
+    segmenter = dice["details"]["segmenter"]
+    # a seeded 12 of the 24 training slices; every other one holds a lesion
+    chosen = np.random.default_rng(0).choice(24, size=12, replace=False)
+    assert segmenter["train_slices"] == 12
+    assert segmenter["train_lesion_slices"] == int((chosen % 2 == 0).sum())
+    assert segmenter["epochs"] == 1 and segmenter["loss"].startswith("DiceCE")
 
 
 def test_missing_pretrained_weights_are_reported_with_the_file_to_place(metrics):
@@ -107,3 +116,18 @@ def test_reference_can_be_restricted_to_lesion_slices(real):
     assert select_reference(real["test"], "all") is real["test"]
     with pytest.raises(ValueError, match="reference_slices"):
         select_reference(real["test"], "some")
+
+
+def test_floors_split_by_slice_when_the_reference_has_no_patients(real, feature_network, samples):
+    tensors = {k: v for k, v in real["test"].tensors.items() if k != "subject_index"}
+    reference = TensorBundle(tensors, real["test"].metadata)
+    params = {**TINY_PARAMS, "fid": {"backbones": ["in_domain"]}, "fidelity": {"enabled": False}}
+    out = evaluate_sources(samples, reference, real["train"], feature_network, params)
+    fid = _record(_source(out, "latent_diffusion/ddpm_bravo"), "fid")
+    assert fid["details"]["real_split"]["by"].startswith("sample") and fid["n_real"] == 8
+
+
+def test_misspelt_fidelity_setting_is_refused(real, feature_network, samples):
+    params = {**TINY_PARAMS, "fidelity": {**TINY_PARAMS["fidelity"], "epoch": 3}}
+    with pytest.raises(ValueError, match="'epoch' \\(did you mean 'epochs'\\?\\)"):
+        evaluate_sources(samples, real["test"], real["train"], feature_network, params)

@@ -1,9 +1,12 @@
-"""Real-vs-real floors use disjoint seeded halves and matched counts."""
+"""Real-vs-real floors use disjoint (optionally patient-disjoint) seeded halves and matched counts."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
+import torch
 
 from medgen.metrics.floors import one_sample_with_floor, split_real_halves, two_sample_with_floor
 
@@ -16,6 +19,73 @@ def test_halves_are_disjoint_equal_and_seeded():
     assert not np.array_equal(a, split_real_halves(11, seed=6)[0])
     with pytest.raises(ValueError):
         split_real_halves(3)
+
+
+def _best_imbalance(sizes: list[int]) -> int:
+    """Smallest |A| - |B| over every way of putting whole groups into A or B (brute force)."""
+    total = sum(sizes)
+    return min(
+        abs(total - 2 * sum(s for s, side in zip(sizes, sides, strict=True) if side))
+        for sides in itertools.product((0, 1), repeat=len(sizes))
+        if 0 < sum(sides) < len(sizes)
+    )
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [[6, 6, 4], [3, 3, 2, 2, 2], [1, 1, 2], [10, 1, 1, 1], [5, 9, 2, 7, 7, 3, 1, 4], [2, 2]],
+)
+def test_grouped_halves_share_no_group_and_are_as_balanced_as_possible(sizes):
+    rng = np.random.default_rng(0)
+    groups = rng.permutation(np.repeat(np.arange(len(sizes)) * 10 + 7, sizes))  # any labels, any order
+    for seed in range(5):
+        a, b = split_real_halves(len(groups), seed=seed, groups=groups)
+        assert not set(groups[a]) & set(groups[b])
+        assert sorted(np.concatenate([a, b]).tolist()) == list(range(len(groups)))  # nothing dropped
+        assert len(a) - len(b) == _best_imbalance(sizes)  # A is the larger half
+
+
+def test_grouped_halves_are_seeded_and_accept_tensors():
+    groups = torch.arange(40) // 4  # 10 patients x 4 slices, stored patient by patient
+    first = split_real_halves(40, seed=3, groups=groups)
+    again = split_real_halves(40, seed=3, groups=groups.numpy())
+    assert all(np.array_equal(x, y) for x, y in zip(first, again, strict=True))
+    splits = {tuple(split_real_halves(40, seed=s, groups=groups)[0]) for s in range(6)}
+    assert len(splits) > 1  # the seed matters
+    assert len(first[0]) == len(first[1]) == 20
+
+
+def test_grouped_halves_need_two_groups_and_one_label_per_sample():
+    with pytest.raises(ValueError, match="at least 2 groups.*got 1"):
+        split_real_halves(6, groups=[4] * 6)
+    with pytest.raises(ValueError, match="5 labels for 6"):
+        split_real_halves(6, groups=[0, 0, 1, 1, 2])
+
+
+def test_two_sample_floor_with_groups_keeps_patients_apart():
+    real = np.arange(100, 124)
+    groups = np.arange(24) // 4  # 6 patients
+    calls = []
+
+    def metric(sample, reference):
+        calls.append((sample.tolist(), reference.tolist()))
+        return 0.0
+
+    result = two_sample_with_floor(
+        metric, real, np.arange(50), name="m", backbone="b", seed=2, groups=groups
+    )
+    (_, reference), (real_sample, reference_again) = calls
+    patient = dict(zip(real.tolist(), groups.tolist(), strict=True))
+    assert reference == reference_again
+    assert not {patient[v] for v in real_sample} & {patient[v] for v in reference}
+    assert result.n_real == result.n_generated == len(real_sample) == 12
+    assert result.details["real_split"] == {
+        "by": "group (patient-disjoint halves)",
+        "groups_a": 3,
+        "groups_b": 3,
+    }
+    ungrouped = two_sample_with_floor(metric, real, np.arange(50), name="m", backbone="b")
+    assert ungrouped.details["real_split"]["by"].startswith("sample")
 
 
 def test_two_sample_floor_compares_disjoint_real_halves_against_the_same_reference():

@@ -73,6 +73,18 @@ class EvaluationContext:
         """Binary lesion masks (seg > 0) of the reference or train split at ``size``."""
         return real_masks(self.reference if split == "reference" else self.train, size)
 
+    @property
+    def reference_groups(self) -> torch.Tensor | None:
+        """Patient of each reference slice (``subject_index``), which makes the FID floors'
+        real halves patient-disjoint; None (split by slice, logged) when the bundle lacks it."""
+        groups = self.reference.tensors.get("subject_index")
+        if groups is None:
+            logger.warning(
+                "evaluation: the reference has no subject_index; real-vs-real floors split it "
+                "by slice, so both halves may share patients (optimistic floors)"
+            )
+        return groups
+
     def segmenter(self, names: list[str], size: tuple[int, ...]) -> tuple[torch.nn.Module, dict[str, Any]]:
         """A segmenter for these channels at this size, trained once per run and reused."""
         key = (tuple(names), tuple(size))

@@ -17,12 +17,14 @@ from medgen.evaluation.context import EvaluationContext
 from medgen.evaluation.records import metric_record, skipped_record
 from medgen.evaluation.sources import GeneratedSource
 from medgen.metrics import (
+    FeatureBackbone,
     MetricResult,
     conditioning_fidelity,
-    fid_with_floor,
     lpips_diversity_with_floor,
     ms_ssim_diversity_with_floor,
+    two_sample_with_floor,
 )
+from medgen.metrics.fid import extract_channel_features, fid_from_channel_features
 
 Records = list[dict[str, Any]]
 
@@ -48,10 +50,41 @@ def _attempt(name: str, backbone: str, compute: Callable[[], MetricResult]) -> d
         return skipped_record(name, backbone, str(error))
 
 
+def fid_with_grouped_floor(
+    real: torch.Tensor,
+    generated: torch.Tensor,
+    backbone: FeatureBackbone,
+    *,
+    groups: torch.Tensor | None,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> MetricResult:
+    """:func:`medgen.metrics.fid_with_floor` with patient-disjoint real halves.
+
+    ``groups`` (e.g. the reference's ``subject_index``; None: split by slice) go to
+    :func:`~medgen.metrics.floors.two_sample_with_floor`, which ``fid_with_floor`` does
+    not pass on yet; features are still extracted once per subset.
+    """
+    return two_sample_with_floor(
+        lambda sample, reference: fid_from_channel_features(reference, sample),
+        real,
+        generated,
+        name="fid",
+        backbone=backbone.name,
+        mode=backbone.mode,
+        seed=seed,
+        prepare=lambda images: extract_channel_features(images, backbone, batch_size=batch_size),
+        groups=groups,
+    )
+
+
 def fid_records(real: torch.Tensor, generated: torch.Tensor, ctx: EvaluationContext) -> Records:
-    """FID with its real-vs-real floor for every requested backbone (or why it is missing)."""
+    """FID with its patient-disjoint real-vs-real floor for every requested backbone
+    (or why it is missing). ``real`` is the reference in its stored order, so that the
+    reference's ``subject_index`` labels it."""
     records = []
     batch_size = int(ctx.params.get("fid", {}).get("batch_size", 64))
+    groups = ctx.reference_groups
     for name, backbone in ctx.backbones.items():
         if isinstance(backbone, str):
             records.append(skipped_record("fid", name, backbone, status="missing_weights"))
@@ -60,7 +93,9 @@ def fid_records(real: torch.Tensor, generated: torch.Tensor, ctx: EvaluationCont
             _attempt(
                 "fid",
                 backbone.name,
-                lambda b=backbone: fid_with_floor(real, generated, b, seed=ctx.seed, batch_size=batch_size),
+                lambda b=backbone: fid_with_grouped_floor(
+                    real, generated, b, groups=groups, seed=ctx.seed, batch_size=batch_size
+                ),
             )
         )
     return records
@@ -92,7 +127,9 @@ def fidelity_record(source: GeneratedSource, generated: torch.Tensor, masks: tor
     record = _attempt(
         "conditioning_dice",
         "unet-segmenter",
-        lambda: conditioning_fidelity(model, generated, masks, real, real_masks),
+        lambda: conditioning_fidelity(
+            model, generated, masks, real, real_masks, real_groups=ctx.reference_groups, seed=ctx.seed
+        ),
     )
     record["details"]["segmenter"] = info
     return record
