@@ -20,11 +20,10 @@ from medgen.metrics import (
     FeatureBackbone,
     MetricResult,
     conditioning_fidelity,
+    fid_with_floor,
     lpips_diversity_with_floor,
     ms_ssim_diversity_with_floor,
-    two_sample_with_floor,
 )
-from medgen.metrics.fid import extract_channel_features, fid_from_channel_features
 
 Records = list[dict[str, Any]]
 
@@ -50,34 +49,6 @@ def _attempt(name: str, backbone: str, compute: Callable[[], MetricResult]) -> d
         return skipped_record(name, backbone, str(error))
 
 
-def fid_with_grouped_floor(
-    real: torch.Tensor,
-    generated: torch.Tensor,
-    backbone: FeatureBackbone,
-    *,
-    groups: torch.Tensor | None,
-    seed: int = 0,
-    batch_size: int = 64,
-) -> MetricResult:
-    """:func:`medgen.metrics.fid_with_floor` with patient-disjoint real halves.
-
-    ``groups`` (e.g. the reference's ``subject_index``; None: split by slice) go to
-    :func:`~medgen.metrics.floors.two_sample_with_floor`, which ``fid_with_floor`` does
-    not pass on yet; features are still extracted once per subset.
-    """
-    return two_sample_with_floor(
-        lambda sample, reference: fid_from_channel_features(reference, sample),
-        real,
-        generated,
-        name="fid",
-        backbone=backbone.name,
-        mode=backbone.mode,
-        seed=seed,
-        prepare=lambda images: extract_channel_features(images, backbone, batch_size=batch_size),
-        groups=groups,
-    )
-
-
 def fid_records(real: torch.Tensor, generated: torch.Tensor, ctx: EvaluationContext) -> Records:
     """FID with its patient-disjoint real-vs-real floor for every requested backbone
     (or why it is missing). ``real`` is the reference in its stored order, so that the
@@ -93,7 +64,7 @@ def fid_records(real: torch.Tensor, generated: torch.Tensor, ctx: EvaluationCont
             _attempt(
                 "fid",
                 backbone.name,
-                lambda b=backbone: fid_with_grouped_floor(
+                lambda b=backbone: fid_with_floor(
                     real, generated, b, groups=groups, seed=ctx.seed, batch_size=batch_size
                 ),
             )

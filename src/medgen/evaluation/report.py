@@ -134,7 +134,7 @@ def build_report(
     body = [
         "<h1>medgen evaluation</h1>",
         "<p>Every value names its backbone and sample counts and sits next to its real floor: "
-        "the same metric measured between two disjoint halves of the real data (FID) or on real "
+        "the same metric measured between two patient-disjoint halves of the real data (FID) or on real "
         "data at the same n (diversity), or the segmenter's Dice on real images (fidelity). "
         "Lower FID is better; diversity should resemble the real floor.</p>",
         f"<p>Real reference: {_text(ref['dataset'])}, {ref['n_slices']} slices "

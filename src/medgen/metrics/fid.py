@@ -183,11 +183,14 @@ def fid_with_floor(
     batch_size: int = 64,
     num_workers: int = 0,
     device: str | torch.device = "cpu",
+    groups: ArrayLike | None = None,
 ) -> MetricResult:
     """FID of generated vs a real half, with the real-vs-real floor at the same counts.
 
     Features are extracted once for each subset the floor protocol uses (the
     reference half serves both the value and the floor) and for no other image.
+    ``groups`` (one patient label per real image, e.g. ``subject_index``) makes the two
+    real halves patient-disjoint (None: split by image).
     """
     kwargs = {"batch_size": batch_size, "num_workers": num_workers, "device": device}
     return two_sample_with_floor(
@@ -199,6 +202,7 @@ def fid_with_floor(
         mode=backbone.mode,
         seed=seed,
         prepare=lambda images: extract_channel_features(images, backbone, **kwargs),
+        groups=groups,
     )
 
 
