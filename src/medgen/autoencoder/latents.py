@@ -132,7 +132,9 @@ def encode_splits(
 ) -> dict[str, TensorBundle]:
     """Encode every split; the scale factor comes from the ``train`` split and is stored in all."""
     if "train" not in splits:
-        raise ValueError(f"encode_splits needs a 'train' split for the scale factor, got {sorted(splits)}")
+        raise ValueError(
+            f"encode_splits needs a 'train' split for the scale factor, got {sorted(splits)}"
+        )
     encoded: dict[str, tuple[torch.Tensor, list[str]]] = {}
     for name, bundle in splits.items():
         images, names = select_channels(bundle, modalities)

@@ -13,16 +13,24 @@ from medgen.models.diffusion_unet import (
     validate_diffusion_unet_config,
 )
 from medgen.models.dit import DiT, build_dit
+from medgen.models.patch_volume_autoencoder import (
+    PatchVolumeAutoencoder,
+    PatchVolumeAutoencoderConfig,
+    build_patch_volume_autoencoder,
+)
 from medgen.models.registry import Registry
 
 __all__ = [
     "BACKBONES",
     "DIFFUSION_UNET_DEFAULTS",
     "DiT",
+    "PatchVolumeAutoencoder",
+    "PatchVolumeAutoencoderConfig",
     "Registry",
     "build_backbone",
     "build_diffusion_unet",
     "build_dit",
+    "build_patch_volume_autoencoder",
     "min_input_multiple",
     "validate_diffusion_unet_config",
 ]
