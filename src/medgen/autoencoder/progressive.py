@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -44,13 +43,12 @@ from medgen.config import refuse_unknown_keys
 from medgen.data.resize import resize_images
 from medgen.datasets import TensorBundle, TensorDataset
 from medgen.training import JobSpec, TrainingConfig, launch, load_checkpoint, run_training_job
-from medgen.training.checkpoint import LATEST
+from medgen.training.checkpoint import LATEST, prepare_checkpoint_dir
 from medgen.training.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 DATA_FILE = "train_images.safetensors"
-JOB_FILE = "job.json"
 PHASE_DONE = "phase_done.json"
 # Training options that do not change what is learned: changing them keeps checkpoints valid.
 BOOKKEEPING_KEYS = (
@@ -207,21 +205,6 @@ def _fingerprint(images: torch.Tensor) -> str:
     return digest.hexdigest()[:16]
 
 
-def _prepare_phase_dir(directory: Path, job: Mapping[str, Any]) -> bool:
-    """Create ``directory`` for ``job``; True when its existing checkpoints belong to it."""
-    job_file = directory / JOB_FILE
-    if directory.is_dir() and job_file.is_file():
-        if json.loads(job_file.read_text()) == job:
-            return True
-        stale = directory.with_name(directory.name + ".stale")
-        log.warning("%s belongs to another configuration or data: moved to %s", directory, stale)
-        shutil.rmtree(stale, ignore_errors=True)
-        directory.rename(stale)
-    directory.mkdir(parents=True, exist_ok=True)
-    atomic_write_local(job_file, json.dumps(job, indent=2, sort_keys=True).encode())
-    return False
-
-
 def _checkpoint_states(
     path: Path,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
@@ -287,7 +270,7 @@ def train_progressive(
             "previous": previous,
         }
         job = json.loads(json.dumps(job))
-        resumable = _prepare_phase_dir(directory, job)
+        resumable = prepare_checkpoint_dir(directory, job)
         done_file = directory / PHASE_DONE
         if resumable and done_file.is_file() and (directory / LATEST).is_file():
             record = json.loads(done_file.read_text())

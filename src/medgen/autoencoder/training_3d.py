@@ -60,7 +60,7 @@ from medgen.autoencoder.progressive import ImageDataset
 from medgen.autoencoder.tiled import decode_tiled
 from medgen.config import config_from_params, refuse_unknown_keys
 from medgen.datasets import TensorBundle, TensorDataset
-from medgen.generation.training_job import prepare_checkpoint_dir
+from medgen.training.checkpoint import prepare_checkpoint_dir
 from medgen.metrics.paired import paired_metrics
 from medgen.models.patch_volume_autoencoder import (
     PatchVolumeAutoencoder,

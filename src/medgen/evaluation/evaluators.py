@@ -17,7 +17,6 @@ from medgen.evaluation.context import EvaluationContext
 from medgen.evaluation.records import metric_record, skipped_record
 from medgen.evaluation.sources import GeneratedSource
 from medgen.metrics import (
-    FeatureBackbone,
     MetricResult,
     conditioning_fidelity,
     fid_with_floor,

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from medgen.datasets import TensorBundle
 from medgen.diffusion.task import DiffusionTask, build_task
 from medgen.generation.model_bundle import combination_name, state_from_bundle, to_model_bundle
 from medgen.generation.settings import deep_merge
-from medgen.generation.training_job import latest_step, prepare_checkpoint_dir
+from medgen.training.checkpoint import latest_step, prepare_checkpoint_dir
 from medgen.training import MlflowCallback, TrainingConfig, train
 from medgen.runtime import torch_threads
 from medgen.training.engine import resolve_device

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,19 +37,17 @@ from medgen.training import (
     TrainingResult,
     TrainingTask,
     launch,
-    load_checkpoint,
     run_training_job,
 )
 from medgen.training.distributed import get_local_rank
 from medgen.training.engine import resolve_device
-from medgen.training.checkpoint import LATEST
+from medgen.training.checkpoint import JOB_FILE, latest_step, prepare_checkpoint_dir
 
 log = logging.getLogger(__name__)
 
 FACTORY = "medgen.generation.training_job:build_training_task"
 DATA_FILE = "train_slices.safetensors"
 AUTOENCODER_FILE = "autoencoder.safetensors"
-JOB_FILE = "job.json"
 
 
 @dataclass
@@ -60,14 +57,6 @@ class DiffusionTrainingRun:
     result: TrainingResult
     resumed_from_step: int
     seconds: float
-
-
-def latest_step(checkpoint_dir: Path) -> int:
-    """Optimizer step of ``checkpoint_dir/latest.pt`` (0 when there is none)."""
-    path = checkpoint_dir / LATEST
-    if not path.is_file():
-        return 0
-    return int(load_checkpoint(path, map_location="cpu")["step"])
 
 
 def build_training_task(
@@ -116,25 +105,6 @@ def threads_per_worker(resources: Resources, requested: int | None) -> int | Non
 def data_fingerprint(bundle: TensorBundle) -> str:
     """Short hash of the training tensors (what a checkpoint's data position refers to)."""
     return bundle.fingerprint(("images", "seg"))
-
-
-def prepare_checkpoint_dir(checkpoint_dir: Path, job: Mapping[str, Any]) -> bool:
-    """Create ``checkpoint_dir`` for ``job``; return whether its checkpoints belong to it."""
-    job_file = checkpoint_dir / JOB_FILE
-    if checkpoint_dir.is_dir() and job_file.is_file():
-        if json.loads(job_file.read_text()) == json.loads(json.dumps(job)):
-            return True
-        stale = checkpoint_dir.with_name(checkpoint_dir.name + ".stale")
-        log.warning(
-            "%s was trained with another configuration or data: moved to %s, training afresh",
-            checkpoint_dir,
-            stale,
-        )
-        shutil.rmtree(stale, ignore_errors=True)
-        checkpoint_dir.rename(stale)
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    job_file.write_text(json.dumps(job, indent=2, sort_keys=True))
-    return False
 
 
 def train_diffusion_model(

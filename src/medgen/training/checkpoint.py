@@ -10,7 +10,11 @@ stored is tensors and plain Python values, never pickled objects.
 
 from __future__ import annotations
 
+import json
+import logging
 import random
+import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,9 @@ from medgen.training.errors import CheckpointError
 
 LATEST = "latest.pt"
 BEST = "best.pt"
+JOB_FILE = "job.json"
+
+log = logging.getLogger(__name__)
 
 
 def kept_name(step: int) -> str:
@@ -79,3 +86,38 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def prepare_checkpoint_dir(checkpoint_dir: str | Path, job: Mapping[str, Any]) -> bool:
+    """Create ``checkpoint_dir`` for ``job`` (a JSON-able description of what is trained on
+    what); return whether the checkpoints already there belong to it.
+
+    Resuming ``latest.pt`` is only right for the same network, configuration and data, so a
+    ``job.json`` records them; when it differs the old folder is moved to
+    ``<name>.stale`` (replacing an older one) and training starts afresh.
+    """
+    checkpoint_dir = Path(checkpoint_dir)
+    job_file = checkpoint_dir / JOB_FILE
+    normalised = json.loads(json.dumps(job))  # tuples -> lists, as read back from the file
+    if checkpoint_dir.is_dir() and job_file.is_file():
+        if json.loads(job_file.read_text()) == normalised:
+            return True
+        stale = checkpoint_dir.with_name(checkpoint_dir.name + ".stale")
+        log.warning(
+            "%s was trained with another configuration or data: moved to %s, training afresh",
+            checkpoint_dir,
+            stale,
+        )
+        shutil.rmtree(stale, ignore_errors=True)
+        checkpoint_dir.rename(stale)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_local(job_file, json.dumps(normalised, indent=2, sort_keys=True).encode())
+    return False
+
+
+def latest_step(checkpoint_dir: str | Path) -> int:
+    """Optimizer step of ``checkpoint_dir/latest.pt`` (0 when there is none)."""
+    path = Path(checkpoint_dir) / LATEST
+    if not path.is_file():
+        return 0
+    return int(load_checkpoint(path, map_location="cpu")["step"])

@@ -1,4 +1,4 @@
-"""The `autoencoder` pipeline (not built yet: empty, so `kedro run` skips it)."""
+"""The `autoencoder` pipeline: 2D VAE-GAN, 3D patch-volume autoencoder, latents, 3D DiT."""
 
 from medgen.pipelines.autoencoder.pipeline import create_pipeline
 
