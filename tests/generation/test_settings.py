@@ -31,6 +31,7 @@ def test_role_blocks_override_single_keys_of_the_shared_defaults():
         "name": "ddpm",
         "sampler": "ddim",
         "num_inference_steps": 50,
+        "cond_drop_prob": 0.1,
     }
     assert masks.train_slices == "with_lesions" and images.train_slices == "all"
     assert images.checkpoint_dir == Path("data/06_models/latent_diffusion/ddpm_bravo/checkpoints")
