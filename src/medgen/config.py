@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import difflib
 from collections.abc import Mapping
 from dataclasses import fields
@@ -34,3 +36,17 @@ def config_from_params(cls: type[T], params: Mapping[str, Any] | None, section: 
     params = dict(params or {})
     refuse_unknown_keys(cls, params, section)
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A parameter dataclass as the plain JSON-friendly dict its loader accepts: nested
+    dataclasses become dicts and tuples become lists (YAML and JSON have no tuples)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, tuple | list):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(dataclasses.asdict(config))

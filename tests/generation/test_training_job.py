@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from medgen.generation import prepare_slices, train_diffusion_model
-from medgen.generation.training_job import JOB_FILE
+from medgen.training.checkpoint import JOB_FILE
 from tests.generation.synthetic_slices import MODALITIES, synthetic_slices
 
 TASK = {"strategy": {"name": "rflow"}, "mode": "bravo", "modalities": MODALITIES}

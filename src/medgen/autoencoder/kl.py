@@ -19,7 +19,7 @@ from monai.networks.nets import AutoencoderKL
 from torch import nn
 
 from medgen.autoencoder.losses import kl_divergence
-from medgen.config import config_from_params
+from medgen.config import config_from_params, config_to_dict
 
 
 def _is_int(value: Any) -> bool:
@@ -102,11 +102,7 @@ class KLAutoencoderConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict (lists, not tuples) that `build_kl_autoencoder` accepts."""
-        out = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = list(value) if isinstance(value, tuple) else value
-        return out
+        return config_to_dict(self)
 
     def network_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of MONAI's ``AutoencoderKL`` (besides dims and channels)."""

@@ -39,7 +39,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from medgen.atomic_io import atomic_write_local
-from medgen.config import refuse_unknown_keys
+from medgen.config import config_to_dict, refuse_unknown_keys
 from medgen.data.resize import resize_images
 from medgen.datasets import TensorBundle, TensorDataset
 from medgen.training import JobSpec, TrainingConfig, launch, load_checkpoint, run_training_job
@@ -107,10 +107,7 @@ class Phase:
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        if not isinstance(self.resolution, int):
-            out["resolution"] = list(self.resolution)
-        return out
+        return config_to_dict(self)
 
 
 def parse_phases(phases: Sequence[Mapping[str, Any] | Phase]) -> list[Phase]:
@@ -199,12 +196,6 @@ class ProgressiveResult:
     ema_state: dict[str, torch.Tensor] | None
 
 
-def _fingerprint(images: torch.Tensor) -> str:
-    digest = hashlib.sha1(f"{tuple(images.shape)}{images.dtype}".encode())
-    digest.update(images.contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 def _checkpoint_states(
     path: Path,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
@@ -253,9 +244,10 @@ def train_progressive(
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     data_path = root / DATA_FILE
-    TensorDataset(filepath=str(data_path)).save(TensorBundle({"images": images}))
+    data = TensorBundle({"images": images})
+    TensorDataset(filepath=str(data_path)).save(data)
 
-    previous = _fingerprint(images)
+    previous = data.fingerprint()
     init_weights: Path | None = None
     outcomes: list[PhaseOutcome] = []
     for index, (phase, config, size) in enumerate(zip(phases, configs, sizes, strict=True)):

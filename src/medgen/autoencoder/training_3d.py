@@ -34,7 +34,6 @@ history, validation PSNR/SSIM/MAE of whole-volume reconstructions via `medgen.me
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -243,14 +242,7 @@ def _prefixed(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch
 
 def weights_fingerprint(tensors: Mapping[str, torch.Tensor]) -> str:
     """Short hash of named tensors (names, shapes, dtypes and values)."""
-    digest = hashlib.sha1()
-    for name in sorted(tensors):
-        tensor = tensors[name].detach().cpu().contiguous()
-        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
-        digest.update(
-            tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
-        )
-    return digest.hexdigest()[:16]
+    return TensorBundle(dict(tensors)).fingerprint()
 
 
 def weights_bundle(
@@ -455,10 +447,6 @@ def build_stage_task(
 
 
 # ---------------------------------------------------------------------- node side
-def _fingerprint_images(images: torch.Tensor) -> str:
-    return weights_fingerprint({"images": images})
-
-
 def _run_stage(
     resolved: ResolvedStage,
     train: TensorBundle,
@@ -479,12 +467,12 @@ def _run_stage(
     job = {
         **kwargs,
         "modalities": modalities,
-        "data": _fingerprint_images(images),
+        "data": weights_fingerprint({"images": images}),
         "init_weights": weights_fingerprint(init_weights.tensors)
         if init_weights is not None
         else None,
     }
-    resumable = prepare_checkpoint_dir(checkpoint_dir, json.loads(json.dumps(job)))
+    resumable = prepare_checkpoint_dir(checkpoint_dir, job)
     data_path, val_path = (
         checkpoint_dir / "train_volumes.safetensors",
         checkpoint_dir / "val_volumes.safetensors",

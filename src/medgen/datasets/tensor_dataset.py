@@ -50,7 +50,7 @@ class TensorBundle:
         if with_metadata:
             digest.update(json.dumps(self.metadata, sort_keys=True, default=str).encode())
         for key in sorted(self.tensors) if keys is None else keys:
-            tensor = self.tensors[key].contiguous()
+            tensor = self.tensors[key].detach().cpu().contiguous()
             digest.update(f"{key}{tuple(tensor.shape)}{tensor.dtype}".encode())
             digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()[:16]

@@ -41,7 +41,7 @@ from medgen.training import (
 )
 from medgen.training.distributed import get_local_rank
 from medgen.training.engine import resolve_device
-from medgen.training.checkpoint import JOB_FILE, latest_step, prepare_checkpoint_dir
+from medgen.training.checkpoint import latest_step, prepare_checkpoint_dir
 
 log = logging.getLogger(__name__)
 

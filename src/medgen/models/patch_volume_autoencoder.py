@@ -27,7 +27,6 @@ Generic over ``spatial_dims`` (2 or 3) like MONAI's networks, built from MONAI b
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ from monai.networks.blocks import Convolution, ResidualUnit
 from monai.networks.layers.vector_quantizer import EMAQuantizer, VectorQuantizer
 from torch import nn
 
-from medgen.config import refuse_unknown_keys
+from medgen.config import config_to_dict, refuse_unknown_keys
 
 NORMS = ("group", "batch", "instance", "none")
 ACTIVATION = "SWISH"  # SiLU, as in the MedDiffusion / LDM autoencoders
@@ -97,11 +96,7 @@ class PatchVolumeAutoencoderConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict (lists, nested vq dict) that `from_dict` accepts."""
-        out = dataclasses.asdict(self)
-        out["channels"] = list(self.channels)
-        if isinstance(self.patch_size, tuple):
-            out["patch_size"] = list(self.patch_size)
-        return out
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, params: Mapping[str, Any] | None) -> PatchVolumeAutoencoderConfig:

@@ -8,13 +8,12 @@ to JSON-friendly values; the dict is stored in every checkpoint and logged to ML
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from medgen.config import refuse_unknown_keys
+from medgen.config import config_to_dict, refuse_unknown_keys
 from medgen.training.errors import ConfigError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -104,11 +103,7 @@ class TrainingConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-friendly dict (lists, not tuples) that `from_dict` accepts."""
-        out = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = list(value) if isinstance(value, tuple) else value
-        return out
+        return config_to_dict(self)
 
 
 def _validate(c: TrainingConfig) -> None:

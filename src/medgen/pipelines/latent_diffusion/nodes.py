@@ -20,10 +20,23 @@ from medgen.autoencoder.loading import load_autoencoder
 from medgen.datasets import TensorBundle
 from medgen.diffusion import build_task
 from medgen.generation import figures
+from medgen.generation.settings import ROLES
 from medgen.training import TrainingConfig, lr_range_test
 
 log = logging.getLogger(__name__)
 Partitions = Mapping[str, Callable[[], Any]]
+
+
+def _settings(
+    settings: dict[str, Any], role: str, modalities: list[str], latent_space: dict | None
+) -> G.ModelSettings:
+    """The ``role`` model's settings, its latent space completed from the autoencoder's record."""
+    return G.with_latent_space(G.model_settings(settings, role, modalities), latent_space)
+
+
+def _autoencoder(s: G.ModelSettings, weights: TensorBundle | None):
+    """The frozen autoencoder a latent-space role encodes with; None in pixel space."""
+    return load_autoencoder(weights) if s.space == "latent" else None
 
 
 def train_diffusion_model(
@@ -34,9 +47,7 @@ def train_diffusion_model(
     role: str,
 ) -> tuple[dict[str, TensorBundle], dict[str, dict], dict[str, Any]]:
     """Train the ``role`` model of the chain; returns its model, report and figures."""
-    s = G.with_latent_space(
-        G.model_settings(settings, role, slices.metadata["modalities"]), latent_space
-    )
+    s = _settings(settings, role, slices.metadata["modalities"], latent_space)
     data = G.prepare_slices(slices, s.resolution, s.train_slices)
     log.info(
         "training %s on %d slices at %d² (torch threads %d)",
@@ -80,9 +91,8 @@ def train_diffusion_model(
         resolution=s.resolution,
         steps_before=run.resumed_from_step,
     )
-    loaded_autoencoder = load_autoencoder(autoencoder) if s.space == "latent" else None
     preview = figures.training_preview(
-        *G.load_diffusion_model(bundle, autoencoder=loaded_autoencoder), data
+        *G.load_diffusion_model(bundle, autoencoder=_autoencoder(s, autoencoder)), data
     )
     # The loss curve reaches MLflow from the training callback (<combo>_loss_curve.png).
     figures.log_images_to_mlflow({"training_preview": preview}, f"latent_diffusion/{s.combination}")
@@ -105,12 +115,8 @@ def find_learning_rate(
     if not options.pop("enabled", False):
         log.info("lr_finder.enabled is false: skipping the LR range test for %s", role)
         return {}, {}
-    s = G.with_latent_space(
-        G.model_settings(settings, role, slices.metadata["modalities"]), latent_space
-    )
-    task = build_task(
-        s.task_config, load_autoencoder(autoencoder) if s.space == "latent" else None
-    )
+    s = _settings(settings, role, slices.metadata["modalities"], latent_space)
+    task = build_task(s.task_config, _autoencoder(s, autoencoder))
     config = TrainingConfig.from_dict(s.training)
     torch.manual_seed(config.seed)
     result = lr_range_test(
@@ -146,10 +152,7 @@ def generate_samples(
     """Masks from the mask model, images from the image model conditioned on them."""
     start = time.perf_counter()
     modalities = real_slices.metadata["modalities"]
-    mask_s, image_s = (
-        G.with_latent_space(G.model_settings(settings, role, modalities), latent_space)
-        for role in ("masks", "images")
-    )
+    mask_s, image_s = (_settings(settings, role, modalities, latent_space) for role in ROLES)
     if mask_s.space != "pixel":
         raise ValueError("latent_diffusion.masks.space must be pixel: masks are not encoded")
     options = dict(settings["generation"])
@@ -166,7 +169,7 @@ def generate_samples(
         bundles[image_s.combination],
         G.resize_slices(real_slices, image_s.resolution),
         options,
-        autoencoder=load_autoencoder(autoencoder) if image_s.space == "latent" else None,
+        autoencoder=_autoencoder(image_s, autoencoder),
     )
     result.report["seconds"] = round(time.perf_counter() - start, 2)
     figures.log_images_to_mlflow(
