@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from medgen.autoencoder.progressive import (
-    load_phase_images,
     parse_phases,
+    phase_images,
     phase_training_config,
     train_progressive,
 )
@@ -21,7 +21,7 @@ from medgen.autoencoder.training_2d import (
     train_autoencoder_2d,
 )
 from medgen.data.resize import resize_images
-from medgen.datasets import TensorBundle, TensorDataset
+from medgen.datasets import TensorBundle
 from medgen.metrics.paired import paired_metrics
 from medgen.training import Callback, load_checkpoint
 from medgen.training.errors import ConfigError
@@ -29,7 +29,6 @@ from tests.torch_threads import single_torch_thread  # noqa: F401
 
 AE = {"channels": [8, 8], "latent_channels": 2, "norm_num_groups": 8}
 DISC = {"channels": 4, "num_layers_d": 1}
-FACTORY = "tests.autoencoder.test_progressive:observed_phase_task"
 FACTORY_KWARGS = {
     "autoencoder": AE,
     "discriminator": DISC,
@@ -64,9 +63,9 @@ class KillAt(Callback):
             raise SimulatedKill(f"killed at step {trainer.step}")
 
 
-def observed_phase_task(**kwargs):
+def observed_phase_task(data, **kwargs):
     """The 2D job's factory, recording each phase's initial weights and killable on demand."""
-    task = build_phase_task(**kwargs)
+    task = build_phase_task(data, **kwargs)
     INITIAL_STATES[kwargs["phase_name"]] = {
         k: v.clone() for k, v in task.model.state_dict().items()
     }
@@ -83,7 +82,13 @@ def images(n: int = 8, channels: int = 1, size: int = 16, seed: int = 0) -> torc
 
 def run(root, phases=PHASES):
     return train_progressive(
-        images(), phases, TRAINING, root, factory=FACTORY, factory_kwargs=FACTORY_KWARGS
+        images(),
+        phases,
+        TRAINING,
+        root,
+        name="autoencoder_2d",
+        factory=observed_phase_task,
+        options=FACTORY_KWARGS,
     )
 
 
@@ -107,11 +112,8 @@ def test_a_killed_run_resumed_equals_an_uninterrupted_run_and_skips_finished_pha
             run(tmp_path / "killed")
     finally:
         KILL.update(phase=None, step=None)
-    assert (
-        json.loads((tmp_path / "killed" / "phase_0_8" / "phase_done.json").read_text())["steps"]
-        == 3
-    )
-    assert not (tmp_path / "killed" / "phase_1_16" / "phase_done.json").exists()
+    assert load_checkpoint(tmp_path / "killed" / "phase_0_8" / "latest.pt")["step"] == 3
+    assert load_checkpoint(tmp_path / "killed" / "phase_1_16" / "latest.pt")["step"] == 2
 
     INITIAL_STATES.clear()
     resumed = run(tmp_path / "killed")
@@ -135,13 +137,11 @@ def test_a_changed_phase_retrains_from_there_and_keeps_earlier_phases(tmp_path):
     assert list(INITIAL_STATES) == ["phase_1_16"]
 
 
-def test_phase_images_are_antialiased_resizes_clamped_to_the_image_range(tmp_path):
+def test_phase_images_are_antialiased_resizes_clamped_to_the_image_range():
     x = images(4, size=16) * 1.2
-    path = tmp_path / "x.safetensors"
-    TensorDataset(filepath=str(path)).save(TensorBundle({"images": x}))
     expected = resize_images(x, (8, 8)).clamp(-1, 1)
-    assert torch.equal(load_phase_images(path, [8, 8]), expected)
-    assert torch.equal(load_phase_images(path, [16, 16]), x)
+    assert torch.equal(phase_images(x, [8, 8]), expected)
+    assert torch.equal(phase_images(x, [16, 16]), x)
 
 
 @pytest.mark.parametrize(

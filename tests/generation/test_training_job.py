@@ -31,7 +31,7 @@ def training(max_steps: int) -> dict:
     }
 
 
-def test_resume_continues_and_a_new_configuration_starts_afresh(tmp_path: Path):
+def test_a_finished_job_is_reused_and_a_new_configuration_starts_afresh(tmp_path: Path):
     data = prepare_slices(synthetic_slices(n=8, size=16), 8)
     checkpoints = tmp_path / "rflow_bravo" / "checkpoints"
     common = {"task_config": TASK, "resources": None, "checkpoint_dir": checkpoints}
@@ -41,8 +41,13 @@ def test_resume_continues_and_a_new_configuration_starts_afresh(tmp_path: Path):
     assert first.result.ema_state is not None
     assert (checkpoints / "latest.pt").is_file() and (checkpoints / JOB_FILE).is_file()
 
+    again = train_diffusion_model(data, backbone=BACKBONE, training=training(2), **common)
+    assert again.skipped and again.resumed_from_step == 2 and again.result.steps == 2
+
+    # max_steps shapes the lr schedule: a longer run is another job, trained afresh, so a
+    # resumed run always equals an uninterrupted one.
     longer = train_diffusion_model(data, backbone=BACKBONE, training=training(4), **common)
-    assert longer.resumed_from_step == 2 and longer.result.steps == 4
+    assert longer.resumed_from_step == 0 and longer.result.steps == 4
     assert [r["step"] for r in longer.result.history if r["kind"] == "step"] == [1, 2, 3, 4]
 
     wider = {**BACKBONE, "channels": [8, 24]}
@@ -50,7 +55,8 @@ def test_resume_continues_and_a_new_configuration_starts_afresh(tmp_path: Path):
     assert fresh.resumed_from_step == 0 and fresh.result.steps == 1
     stale = checkpoints.with_name("checkpoints.stale")
     assert (stale / "latest.pt").is_file()
-    assert json.loads((checkpoints / JOB_FILE).read_text())["backbone"]["channels"] == [8, 24]
+    identity = json.loads((checkpoints / JOB_FILE).read_text())
+    assert identity["options"]["backbone"]["channels"] == [8, 24]
 
 
 def test_bad_training_parameters_fail_before_any_work(tmp_path: Path):

@@ -2,7 +2,7 @@
 
     python resume_script.py CHECKPOINT_DIR OUTPUT_FILE [KILL_AT_STEP]
 
-Trains an MLP with dropout, EMA, warmup+cosine, accumulation, clipping, validation
+Trains, through the one training job (`medgen.training.run_job`), an MLP with dropout, EMA, warmup+cosine, accumulation, clipping, validation
 that draws random numbers, and a dataset whose samples draw augmentation noise, so
 every piece of state a resume must restore influences the final weights. With
 KILL_AT_STEP the process SIGKILLs itself right after that optimizer step.
@@ -14,7 +14,10 @@ import sys
 
 import torch
 
-from medgen.training import TrainingConfig, train
+from torch.utils.data import TensorDataset
+
+from medgen.datasets import TensorBundle
+from medgen.training import TrainingConfig, TrainingJob, TrainingTask, run_job
 
 CONFIG = {
     "max_steps": 14,
@@ -36,12 +39,12 @@ CONFIG = {
 }
 
 
-def main(checkpoint_dir: str, output: str, kill_at: int | None = None) -> None:
+def resume_task(data, kill_at: int | None = None) -> TrainingTask:
+    """The job's factory: the MLP, the noisy dataset, a validation that draws random numbers."""
     import training_tasks as tt
 
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    data = tt.NoisyDictDataset(tt.regression_data(n=40))
+    xy = data["regression"]
+    dataset = tt.NoisyDictDataset(TensorDataset(xy["x"], xy["y"]))
     model = tt.mlp(dropout=0.2, seed=1)
     val_x = torch.randn(8, 6, generator=torch.Generator().manual_seed(9))
 
@@ -51,15 +54,24 @@ def main(checkpoint_dir: str, output: str, kill_at: int | None = None) -> None:
         return {"val_loss": float(net(noisy).pow(2).mean())}
 
     callbacks = [tt.KillAtStep(kill_at)] if kill_at is not None else []
-    result = train(
-        model,
-        tt.dict_mse_loss,
-        data,
-        TrainingConfig.from_dict(CONFIG),
-        val_fn=val_fn,
+    return TrainingTask(model, tt.dict_mse_loss, dataset, val_fn=val_fn, callbacks=callbacks)
+
+
+def main(checkpoint_dir: str, output: str, kill_at: int | None = None) -> None:
+    import training_tasks as tt
+
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    x, y = tt.regression_data(n=40).tensors
+    job = TrainingJob(
+        name="resume",
+        factory=resume_task,
+        config=TrainingConfig.from_dict(CONFIG),
         checkpoint_dir=checkpoint_dir,
-        callbacks=callbacks,
+        data={"regression": TensorBundle({"x": x, "y": y})},
+        runtime_options={"kill_at": kill_at},
     )
+    result = run_job(job).result
     torch.save(
         {
             "model": result.model_state,

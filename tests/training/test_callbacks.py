@@ -11,9 +11,9 @@ from medgen.training import (
     MlflowCallback,
     TrainingConfig,
     launch,
-    run_training_job,
     save_loss_curve,
     train,
+    train_worker,
 )
 
 CONFIG = TrainingConfig(
@@ -86,7 +86,7 @@ def test_job_spec_reattaches_rank0_to_the_parent_run(mlflow_store):
     spec = JobSpec(factory="training_tasks:ddp_task", config=CONFIG.to_dict())
     with mlflow.start_run() as run:
         # launch() with one process runs in-process and fills in the active run.
-        launch(run_training_job, spec, {"nproc_per_node": 1})
+        launch(train_worker, spec, {"nproc_per_node": 1})
     # What a spawned rank 0 does: start_run(run_id=...) on a closed run, then log.
     attached = replace(
         spec,
@@ -94,7 +94,7 @@ def test_job_spec_reattaches_rank0_to_the_parent_run(mlflow_store):
         mlflow_tracking_uri=mlflow.get_tracking_uri(),
         config=replace(CONFIG, max_steps=8).to_dict(),
     )
-    result = run_training_job(attached)
+    result = train_worker(attached)
     assert result.steps == 8 and mlflow.active_run() is None
     history = mlflow.tracking.MlflowClient().get_metric_history(run.info.run_id, "train/loss")
     # Same param values are skipped, so the second run only adds metrics.

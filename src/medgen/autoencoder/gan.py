@@ -49,7 +49,7 @@ from medgen.autoencoder.losses import (
 )
 from medgen.autoencoder.protocol import LatentAutoencoder
 from medgen.config import config_from_params
-from medgen.training.callbacks import Callback, active_mlflow
+from medgen.training.callbacks import LossComponentsLogger
 
 COMPONENTS = ("l1", "regularisation", "perceptual", "generator_adversarial", "discriminator")
 NORMS = ("BATCH", "INSTANCE")
@@ -382,32 +382,5 @@ def gan_loss(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
     return model(batch)["loss"]
 
 
-class GANComponentsLogger(Callback):
-    """Adds the GAN's mean loss components to each engine step record and to MLflow.
-
-    Args:
-        prefix: MLflow metric names are ``<prefix>/<component>`` (default "autoencoder").
-
-    The record is the dict the engine also keeps in its history (engine ``_log_window``),
-    so the components travel with the history into checkpoints and the `TrainingResult`.
-    """
-
-    def __init__(self, prefix: str = "autoencoder") -> None:
-        self.prefix = prefix
-        self.module: AutoencoderGAN | None = None
-
-    def on_train_start(self, trainer) -> None:
-        if not isinstance(trainer.model, AutoencoderGAN):
-            raise TypeError(
-                f"GANComponentsLogger needs an AutoencoderGAN model, got {type(trainer.model).__name__}"
-            )
-        self.module = trainer.model
-
-    def on_log(self, record: dict[str, Any]) -> None:
-        means = self.module.pop_component_means()
-        record.update(means)
-        mlflow = active_mlflow()
-        if mlflow is not None and means:
-            mlflow.log_metrics(
-                {f"{self.prefix}/{k}": v for k, v in means.items()}, step=record["step"]
-            )
+#: The engine callback that puts the GAN's loss components into the step records.
+GANComponentsLogger = LossComponentsLogger

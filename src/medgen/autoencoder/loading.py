@@ -13,7 +13,7 @@ from medgen.datasets import TensorBundle
 # never imports the other's code.
 LOADERS = {
     "kl_autoencoder_2d": "medgen.autoencoder.training_2d:load_autoencoder_2d",
-    "patch_volume_autoencoder": "medgen.autoencoder.training_3d:load_patch_volume_autoencoder",
+    "patch_volume_autoencoder": "medgen.autoencoder.patch_volume_weights:load_patch_volume_autoencoder",
 }
 
 

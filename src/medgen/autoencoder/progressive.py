@@ -2,33 +2,22 @@
 
 Phases such as ``[{resolution: 32, max_steps: 300}, {resolution: 64, max_steps: 200}]`` train
 the *same* model on the images resized to each phase's resolution
-(`medgen.data.resize.resize_images`: antialiased in 2D), each phase a complete engine run
-with its own warmup+cosine schedule, optimizer and EMA, in ``<root>/phase_<i>_<res>/``.
-Low resolutions are cheap and teach the coarse structure; later phases refine it.
+(`medgen.data.resize.resize_images`: antialiased in 2D), each phase one
+`medgen.training.TrainingJob` with its own warmup+cosine schedule, optimizer and EMA, in
+``<root>/phase_<i>_<res>/``. Low resolutions are cheap and teach the coarse structure; later
+phases refine it.
 
-Resume:
-* a finished phase has ``phase_done.json`` (steps, seconds, history) next to the engine's
-  final ``latest.pt``; a re-run skips it;
-* a killed phase is continued exactly from its ``latest.pt`` by the engine;
-* phase ``i + 1`` starts from phase ``i``'s final raw (not EMA) weights, read from its
-  ``latest.pt``, so a resumed run trains exactly like an uninterrupted one;
-* each phase directory has a ``job.json`` (its phase, training config, factory arguments,
-  data fingerprint and the previous phase's identity); when it differs the directory is moved
-  to ``<dir>.stale`` and the phase retrains, as do the phases after it.
-
-Workers: each phase goes through `medgen.training.launch` (1..N processes, DDP). Workers get
-a `JobSpec`: the ``factory`` (``"package.module:function"``) is called as
-``factory(data_path=..., resolution=[...], init_weights_path=..., phase_name=..., **factory_kwargs)``
-and returns a `TrainingTask`; `load_phase_images` and `load_phase_weights` do its I/O.
-Multi-node runs need a shared filesystem for ``root``.
+Each phase's job stages the full-resolution images and, from phase 1 on, the previous phase's
+final raw (not EMA) weights as ``init_weights``; the factory resizes the images
+(`phase_images`) and loads those weights (`load_init_weights`). So the job's identity covers
+the previous phase too: a finished phase is not trained again (the job reads its outcome
+back), a killed phase is continued exactly, and a changed phase retrains, as do the phases
+after it. Multi-node runs need a shared filesystem for ``root``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,27 +27,14 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from medgen.atomic_io import atomic_write_local
 from medgen.config import config_to_dict, refuse_unknown_keys
 from medgen.data.resize import resize_images
-from medgen.datasets import TensorBundle, TensorDataset
-from medgen.training import JobSpec, TrainingConfig, launch, load_checkpoint, run_training_job
-from medgen.training.checkpoint import LATEST, prepare_checkpoint_dir
+from medgen.datasets import TensorBundle
+from medgen.training import TrainingConfig, TrainingJob, run_job
 from medgen.training.errors import ConfigError
+from medgen.training.job import Factory
 
 log = logging.getLogger(__name__)
-
-DATA_FILE = "train_images.safetensors"
-PHASE_DONE = "phase_done.json"
-# Training options that do not change what is learned: changing them keeps checkpoints valid.
-BOOKKEEPING_KEYS = (
-    "progress",
-    "log_every",
-    "checkpoint_every",
-    "keep_every",
-    "device",
-    "num_workers",
-)
 
 
 @dataclass(frozen=True)
@@ -153,19 +129,20 @@ class ImageDataset(Dataset):
         return self.images[index]
 
 
-def load_phase_images(data_path: str | Path, resolution: Sequence[int]) -> torch.Tensor:
+def phase_images(images: torch.Tensor, resolution: Sequence[int]) -> torch.Tensor:
     """The training images at ``resolution`` (antialiased resize, clamped to [-1, 1])."""
-    images = TensorDataset(filepath=str(data_path)).load()["images"].float()
+    images = images.float()
     if tuple(images.shape[2:]) == tuple(resolution):
         return images
     # Antialiased bilinear filters overshoot slightly at sharp edges.
     return resize_images(images, resolution).clamp(-1.0, 1.0)
 
 
-def load_phase_weights(model: nn.Module, init_weights_path: str | Path | None) -> nn.Module:
-    """Load the raw weights of a previous phase's checkpoint into ``model`` (None: no-op)."""
-    if init_weights_path is not None:
-        model.load_state_dict(load_checkpoint(init_weights_path, map_location="cpu")["model"])
+def load_init_weights(model: nn.Module, data: Mapping[str, TensorBundle]) -> nn.Module:
+    """Load the previous phase's raw weights (``data["init_weights"]``) into ``model``; a first
+    phase has none and keeps its seeded initialisation."""
+    if "init_weights" in data:
+        model.load_state_dict(data["init_weights"].tensors)
     return model
 
 
@@ -196,28 +173,19 @@ class ProgressiveResult:
     ema_state: dict[str, torch.Tensor] | None
 
 
-def _checkpoint_states(
-    path: Path,
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
-    """Raw and EMA model states of an engine checkpoint (EMA keys without AveragedModel's prefix)."""
-    state = load_checkpoint(path, map_location="cpu")
-    ema = state["ema"]
-    if ema is not None:
-        ema = {k.removeprefix("module."): v for k, v in ema.items() if k.startswith("module.")}
-    return state["model"], ema
-
-
 def train_progressive(
     images: torch.Tensor,
     phases: Sequence[Mapping[str, Any] | Phase],
     training: Mapping[str, Any],
     root: str | Path,
     *,
-    factory: str,
-    factory_kwargs: Mapping[str, Any] | None = None,
-    runtime_kwargs: Mapping[str, Any] | None = None,
+    name: str,
+    factory: Factory,
+    options: Mapping[str, Any] | None = None,
+    runtime_options: Mapping[str, Any] | None = None,
     resources: Mapping[str, Any] | None = None,
-) -> ProgressiveResult | None:
+    torch_threads: int | None = None,
+) -> ProgressiveResult:
     """Train through ``phases`` in ``root``; see the module docstring.
 
     Args:
@@ -225,116 +193,54 @@ def train_progressive(
         phases: `Phase` objects or their dicts, in order.
         training: `TrainingConfig` dict shared by the phases (no ``max_steps``: phases set it).
         root: checkpoint root; phase ``i`` lives in ``root/phase_<i>_<res>``.
-        factory: ``"package.module:function"`` returning a `TrainingTask` (module docstring).
-        factory_kwargs: JSON-friendly extra arguments of the factory (part of each phase's
-            identity: changing them retrains).
-        runtime_kwargs: factory arguments that do not change what is learned (e.g. thread
-            counts); not part of the identity.
+        name: the model's name; phase jobs are named ``<name>/phase_<i>_<res>`` (MLflow).
+        factory: the phases' job factory, called in every worker as
+            ``factory(data, resolution=[...], phase_name=..., **options, **runtime_options)``
+            with ``data["images"]`` (full resolution) and, after the first phase,
+            ``data["init_weights"]``.
+        options: JSON-friendly factory arguments (part of each phase's identity).
+        runtime_options: factory arguments that do not change what is learned.
         resources: `medgen.training.Resources` dict (None: one process).
-
-    Returns:
-        The `ProgressiveResult`, or None on nodes other than the first of a multi-node run.
+        torch_threads: intra-op threads per worker (see `TrainingJob`).
     """
     phases = parse_phases(phases)
     spatial_dims = images.ndim - 2
     configs = [phase_training_config(training, p) for p in phases]  # all errors before training
     sizes = [p.size(spatial_dims) for p in phases]
-    kwargs = json.loads(json.dumps(dict(factory_kwargs or {})))
-    runtime = json.loads(json.dumps(dict(runtime_kwargs or {})))
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    data_path = root / DATA_FILE
-    data = TensorBundle({"images": images})
-    TensorDataset(filepath=str(data_path)).save(data)
-
-    previous = data.fingerprint()
-    init_weights: Path | None = None
+    data = {"images": TensorBundle({"images": images})}
     outcomes: list[PhaseOutcome] = []
+    result = None
     for index, (phase, config, size) in enumerate(zip(phases, configs, sizes, strict=True)):
-        name = phase.name(index)
-        directory = root / name
-        learned = {k: v for k, v in config.to_dict().items() if k not in BOOKKEEPING_KEYS}
-        job = {
-            "phase": phase.to_dict(),
-            "training": learned,
-            "factory": factory,
-            "factory_kwargs": kwargs,
-            "previous": previous,
-        }
-        job = json.loads(json.dumps(job))
-        resumable = prepare_checkpoint_dir(directory, job)
-        done_file = directory / PHASE_DONE
-        if resumable and done_file.is_file() and (directory / LATEST).is_file():
-            record = json.loads(done_file.read_text())
-            outcomes.append(PhaseOutcome(**{**record, "seconds": 0.0, "skipped": True}))
-            log.info("%s is finished: skipped", name)
-        else:
-            outcome = _run_phase(
-                index,
-                name,
-                directory,
-                size,
-                config,
-                resumable,
-                init_weights,
-                factory=factory,
-                kwargs={**kwargs, **runtime},
-                data_path=data_path,
-                resources=resources,
+        phase_name = phase.name(index)
+        job = TrainingJob(
+            name=f"{name}/{phase_name}",
+            factory=factory,
+            config=config,
+            checkpoint_dir=root / phase_name,
+            data=data,
+            options={**(options or {}), "resolution": list(size)},
+            runtime_options={**(runtime_options or {}), "phase_name": phase_name},
+            resources=resources,
+            torch_threads=torch_threads,
+            artifact_path=f"autoencoder/{name}",
+        )
+        outcome = run_job(job)
+        if outcome.skipped:
+            log.info("%s is finished: skipped", phase_name)
+        result = outcome.result
+        outcomes.append(
+            PhaseOutcome(
+                index=index,
+                name=phase_name,
+                resolution=list(size),
+                steps=result.steps,
+                seconds=0.0 if outcome.skipped else outcome.seconds,
+                resumed_from_step=outcome.resumed_from_step,
+                skipped=outcome.skipped,
+                stopped_early=result.stopped_early,
+                history=result.history,
             )
-            if outcome is None:
-                return None
-            outcomes.append(outcome)
-        init_weights = directory / LATEST
-        previous = hashlib.sha1(json.dumps(job, sort_keys=True).encode()).hexdigest()[:16]
-    model_state, ema_state = _checkpoint_states(init_weights)
-    return ProgressiveResult(outcomes, model_state, ema_state)
-
-
-def _run_phase(
-    index: int,
-    name: str,
-    directory: Path,
-    size: tuple[int, ...],
-    config: TrainingConfig,
-    resumable: bool,
-    init_weights: Path | None,
-    *,
-    factory: str,
-    kwargs: dict[str, Any],
-    data_path: Path,
-    resources: Mapping[str, Any] | None,
-) -> PhaseOutcome | None:
-    latest = directory / LATEST
-    resumed_from = int(load_checkpoint(latest)["step"]) if resumable and latest.is_file() else 0
-    spec = JobSpec(
-        factory=factory,
-        config=config.to_dict(),
-        factory_kwargs={
-            **kwargs,
-            "data_path": str(data_path),
-            "resolution": list(size),
-            "init_weights_path": None if init_weights is None else str(init_weights),
-            "phase_name": name,
-        },
-        checkpoint_dir=str(directory),
-        resume=resumable,
-    )
-    start = time.perf_counter()
-    result = launch(run_training_job, spec, resources, log_dir=directory.parent / "worker_logs")
-    if result is None:
-        return None
-    outcome = PhaseOutcome(
-        index=index,
-        name=name,
-        resolution=list(size),
-        steps=result.steps,
-        seconds=time.perf_counter() - start,
-        resumed_from_step=resumed_from,
-        skipped=False,
-        stopped_early=result.stopped_early,
-        history=result.history,
-    )
-    record = {k: v for k, v in outcome.to_dict().items() if k != "skipped"}
-    atomic_write_local(directory / PHASE_DONE, json.dumps(record, indent=1).encode())
-    return outcome
+        )
+        data = {**data, "init_weights": TensorBundle(result.model_state)}
+    return ProgressiveResult(outcomes, result.model_state, result.ema_state)

@@ -6,7 +6,7 @@ one autoencoder serves t1_pre, t1_gd, flair and bravo, and latent diffusion enco
 target channel separately (`medgen.autoencoder.latents`, ``per_channel``).
 
 Training: `medgen.autoencoder.progressive` (e.g. 32² then 64²), each phase an engine run of
-`AutoencoderGAN` (L1 + KL + optional LPIPS + patch GAN) through `medgen.training.launch`.
+`AutoencoderGAN` (L1 + KL + optional LPIPS + patch GAN) as one `medgen.training.TrainingJob`.
 The GAN's step counter travels with the weights from phase to phase, so
 ``loss.adversarial_start_step`` counts optimizer steps over all phases together (e.g. the
 length of the first phase: the discriminator joins at the last resolution). The weights bundle holds the autoencoder alone (EMA weights when ``ema_decay`` is set; the
@@ -45,9 +45,9 @@ from medgen.autoencoder.losses import (
 )
 from medgen.autoencoder.progressive import (
     ImageDataset,
-    load_phase_images,
-    load_phase_weights,
+    load_init_weights,
     parse_phases,
+    phase_images,
     phase_training_config,
     train_progressive,
 )
@@ -60,7 +60,6 @@ from medgen.training.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-FACTORY = "medgen.autoencoder.training_2d:build_phase_task"
 WEIGHTS_KIND = "kl_autoencoder_2d"
 DATA_RANGE = 2.0  # images live in [-1, 1]
 
@@ -145,10 +144,9 @@ def channels_as_images(images: torch.Tensor) -> torch.Tensor:
 
 
 def build_phase_task(
+    data: Mapping[str, TensorBundle],
     *,
-    data_path: str,
     resolution: Sequence[int],
-    init_weights_path: str | None,
     phase_name: str,
     autoencoder: Mapping[str, Any],
     discriminator: Mapping[str, Any],
@@ -157,16 +155,13 @@ def build_phase_task(
     seed: int = 0,
     accum_steps: int = 1,
     mlflow_prefix: str = "autoencoder_2d",
-    torch_threads: int | None = None,
 ) -> TrainingTask:
-    """`medgen.autoencoder.progressive` factory, run in every worker: data, model, callbacks.
+    """The phases' job factory (`medgen.autoencoder.progressive`), run in every worker.
 
     The model is built with ``seed`` (the same initial weights on every rank and re-run),
-    then takes the previous phase's weights when ``init_weights_path`` is given.
+    then takes the previous phase's weights when ``data`` has them.
     """
-    if torch_threads:
-        torch.set_num_threads(torch_threads)
-    images = load_phase_images(data_path, resolution)
+    images = phase_images(data["images"]["images"], resolution)
     torch.manual_seed(seed)
     model = build_autoencoder_gan(
         build_kl_autoencoder(autoencoder, in_channels=images.shape[1], spatial_dims=2),
@@ -175,7 +170,7 @@ def build_phase_task(
         perceptual=perceptual,
         micro_batches_per_step=accum_steps,
     )
-    load_phase_weights(model, init_weights_path)
+    load_init_weights(model, data)
     prefix = f"{mlflow_prefix}/{phase_name}"
     callbacks = [
         MlflowCallback(prefix=prefix, artifact_path=f"autoencoder/{mlflow_prefix}"),
@@ -214,7 +209,7 @@ def _check_sizes(p: AutoencoderJob2DParams, image_size: Sequence[int]) -> None:
 
 def train_autoencoder_2d(
     train: TensorBundle, val: TensorBundle, params: Mapping[str, Any], checkpoint_root: str | Path
-) -> tuple[TensorBundle, dict[str, Any]] | None:
+) -> tuple[TensorBundle, dict[str, Any]]:
     """Train the single-channel 2D autoencoder on ``train`` slices; validate on ``val``.
 
     Args:
@@ -224,7 +219,7 @@ def train_autoencoder_2d(
         checkpoint_root: phase checkpoints go to ``<root>/phase_<i>_<res>/``; a re-run resumes.
 
     Returns:
-        ``(weights, report)``; None on nodes other than the first of a multi-node run.
+        ``(weights, report)``, on every node of a multi-node run (`medgen.training.job`).
     """
     p = AutoencoderJob2DParams.from_dict(params)
     _check_sizes(p, train["images"].shape[2:])
@@ -235,32 +230,24 @@ def train_autoencoder_2d(
     images = channels_as_images(train["images"])
     log.info("training the 2D autoencoder on %d single-channel images", len(images))
     start = time.perf_counter()
-    threads = torch.get_num_threads()
-    try:
-        result = train_progressive(
-            images,
-            p.phases,
-            training,
-            checkpoint_root,
-            factory=FACTORY,
-            factory_kwargs={
-                "autoencoder": p.autoencoder,
-                "discriminator": p.discriminator,
-                "loss": p.loss,
-                "perceptual": p.perceptual,
-                "seed": training["seed"],
-                "accum_steps": phase_training_config(
-                    training, parse_phases(p.phases)[0]
-                ).accum_steps,
-            },
-            runtime_kwargs={"torch_threads": p.torch_threads},
-            resources=p.resources,
-        )
-    finally:
-        # A one-process launch runs the factory here, which may set torch_threads.
-        torch.set_num_threads(threads)
-    if result is None:
-        return None
+    result = train_progressive(
+        images,
+        p.phases,
+        training,
+        checkpoint_root,
+        name=WEIGHTS_KIND,
+        factory=build_phase_task,
+        options={
+            "autoencoder": p.autoencoder,
+            "discriminator": p.discriminator,
+            "loss": p.loss,
+            "perceptual": p.perceptual,
+            "seed": training["seed"],
+            "accum_steps": phase_training_config(training, parse_phases(p.phases)[0]).accum_steps,
+        },
+        resources=p.resources,
+        torch_threads=p.torch_threads,
+    )
     seconds = time.perf_counter() - start
     use_ema = result.ema_state is not None
     autoencoder = build_kl_autoencoder(p.autoencoder, in_channels=1, spatial_dims=2)

@@ -9,15 +9,18 @@ expected to beat the segmenter's accuracy on real data.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from monai.losses import DiceCELoss
 from monai.networks.nets import UNet
 from torch.utils.data import Dataset
 
+from medgen.datasets import TensorBundle
 from medgen.metrics.images import ArrayLike, as_tensor
 from medgen.metrics.results import MetricResult
-from medgen.training import TrainingConfig, train
+from medgen.training import TrainingConfig, TrainingJob, TrainingTask, run_job
 
 
 def dice_score(prediction: ArrayLike, target: ArrayLike) -> torch.Tensor:
@@ -74,7 +77,11 @@ class LesionBalancedSlices(Dataset):
     """
 
     def __init__(
-        self, images: torch.Tensor, masks: torch.Tensor, lesion_fraction: float = 0.5, flip: bool = True
+        self,
+        images: torch.Tensor,
+        masks: torch.Tensor,
+        lesion_fraction: float = 0.5,
+        flip: bool = True,
     ):
         if not 0.0 < lesion_fraction < 1.0:
             raise ValueError(f"lesion_fraction must be in (0, 1), got {lesion_fraction}")
@@ -101,6 +108,32 @@ class LesionBalancedSlices(Dataset):
         return {"image": image, "mask": mask}
 
 
+def build_segmenter_task(
+    data: dict,
+    *,
+    channels: list[int],
+    strides: list[int],
+    lesion_fraction: float,
+    flip: bool,
+    seed: int,
+) -> TrainingTask:
+    """The segmenter's job factory: the lesion-balanced pairs and a UNet seeded with ``seed``."""
+    x, y = data["pairs"]["images"], data["pairs"]["masks"]
+    train_data = LesionBalancedSlices(x, y, lesion_fraction, flip)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_segmenter(x.shape[1], x.ndim - 2, tuple(channels), tuple(strides))
+    # batch=True: one Dice over the whole batch, so slices without lesions do not make
+    # the per-image Dice term undefined-and-noisy; the CE term keeps every pixel's
+    # gradient alive while the Dice term is still ~0 (tiny lesions at 32x32).
+    loss = DiceCELoss(sigmoid=True, batch=True)
+    return TrainingTask(
+        model=model,
+        loss_fn=lambda net, batch: loss(net(batch["image"]), batch["mask"]),
+        train_data=train_data,
+    )
+
+
 def train_segmenter(
     images: ArrayLike,
     masks: ArrayLike,
@@ -113,6 +146,7 @@ def train_segmenter(
     lesion_fraction: float = 0.5,
     flip: bool = True,
     seed: int = 0,
+    checkpoint_dir: str | Path | None = None,
 ) -> tuple[UNet, list[float]]:
     """Train the segmenter on real images [N, C, ...] and binary masks [N, 1, ...].
 
@@ -124,10 +158,11 @@ def train_segmenter(
         channels, strides: the UNet (default (8, 16, 32), (2, 2)).
         lesion_fraction: share of lesion slices per epoch (default 0.5); flip: left-right
             mirroring (default True). seed: init, data order, flips (default 0).
+        checkpoint_dir: the training job's folder (None: a temporary one); a re-run with the
+            same data and settings reads the finished job back instead of training again.
 
-    DiceCE loss on the sigmoid output, trained with :func:`medgen.training.train`
-    (on CPU: evaluation runs there). Returns the model (eval mode) and the mean loss of
-    each epoch.
+    DiceCE loss on the sigmoid output, trained as one `medgen.training.TrainingJob` (on CPU:
+    evaluation runs there). Returns the model (eval mode) and the mean loss of each epoch.
     """
     x = as_tensor(images, ndim=None)
     y = (as_tensor(masks, ndim=None) > 0.5).float()
@@ -137,19 +172,12 @@ def train_segmenter(
         )
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
-    data = LesionBalancedSlices(x, y, lesion_fraction, flip)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = build_segmenter(x.shape[1], x.ndim - 2, channels, strides)
-    # batch=True: one Dice over the whole batch, so slices without lesions do not make
-    # the per-image Dice term undefined-and-noisy; the CE term keeps every pixel's
-    # gradient alive while the Dice term is still ~0 (tiny lesions at 32x32).
-    loss = DiceCELoss(sigmoid=True, batch=True)
-    steps_per_epoch = max(1, len(data) // batch_size)
+    n_items = len(LesionBalancedSlices(x, y, lesion_fraction, flip))
+    steps_per_epoch = max(1, n_items // batch_size)
     max_steps = epochs * steps_per_epoch
     config = TrainingConfig(
         max_steps=max_steps,
-        batch_size=min(batch_size, len(data)),
+        batch_size=min(batch_size, n_items),
         lr=learning_rate,
         warmup_steps=min(20, max_steps // 10),
         log_every=steps_per_epoch,
@@ -157,7 +185,24 @@ def train_segmenter(
         progress=False,
         device="cpu",
     )
-    result = train(model, lambda net, batch: loss(net(batch["image"]), batch["mask"]), data, config)
+    job = TrainingJob(
+        name="fidelity_segmenter",
+        factory=build_segmenter_task,
+        config=config,
+        checkpoint_dir=checkpoint_dir,
+        data={"pairs": TensorBundle({"images": x.float(), "masks": y})},
+        options={
+            "channels": list(channels),
+            "strides": list(strides),
+            "lesion_fraction": lesion_fraction,
+            "flip": flip,
+            "seed": seed,
+        },
+        artifact_path="evaluation/fidelity_segmenter",
+    )
+    result = run_job(job).result
+    model = build_segmenter(x.shape[1], x.ndim - 2, tuple(channels), tuple(strides))
+    model.load_state_dict(result.model_state)
     history = [record["loss"] for record in result.history if record["kind"] == "epoch"]
     return model.eval(), history
 
@@ -182,7 +227,9 @@ def other_group_partners(groups: ArrayLike, seed: int = 0) -> torch.Tensor:
     """
     labels = torch.as_tensor(np.asarray(groups)).reshape(-1)
     if labels.unique().numel() < 2:
-        raise ValueError(f"need at least 2 groups to pair items across groups, got {labels.unique().numel()}")
+        raise ValueError(
+            f"need at least 2 groups to pair items across groups, got {labels.unique().numel()}"
+        )
     generator = torch.Generator().manual_seed(seed)
     partners = []
     for label in labels:

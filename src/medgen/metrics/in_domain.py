@@ -17,6 +17,7 @@ thrown away: features are the global-average-pooled output of the last conv bloc
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import Dataset
 
+from medgen.datasets import TensorBundle
 from medgen.metrics.images import ArrayLike, as_tensor
+from medgen.training import TrainingConfig, TrainingJob, TrainingTask, run_job
+from medgen.training.callbacks import LossComponentsLogger
 
 NUM_ROTATIONS = 4
 
@@ -74,6 +79,88 @@ def _flatten_channels(images: torch.Tensor) -> torch.Tensor:
     return images.reshape(-1, 1, *images.shape[-2:])
 
 
+class InDomainObjective(nn.Module):
+    """The encoder with its training heads: rotation (always) and one head per label.
+
+    ``forward(batch)`` rotates each image by a random multiple of 90 degrees (torch's global
+    RNG, which the training engine seeds and checkpoints) and returns the summed cross-entropy
+    of the heads; each head's running mean is kept for the step records
+    (`medgen.training.callbacks.LossComponentsLogger`).
+    """
+
+    def __init__(self, encoder: InDomainEncoder, label_classes: Mapping[str, int]) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.heads = nn.ModuleDict({"rotation": nn.Linear(encoder.feature_dim, NUM_ROTATIONS)})
+        for name, classes in label_classes.items():
+            self.heads[name] = nn.Linear(encoder.feature_dim, classes)
+        self._sums: dict[str, float] = {}
+        self._count = 0
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        images = batch["image"]
+        rotation = torch.randint(0, NUM_ROTATIONS, (images.shape[0],), device=images.device)
+        rotated = torch.stack(
+            [
+                torch.rot90(img, int(k), dims=(-2, -1))
+                for img, k in zip(images, rotation, strict=True)
+            ]
+        )
+        features = self.encoder(rotated)
+        targets = {"rotation": rotation, **{k: v for k, v in batch.items() if k != "image"}}
+        losses = {
+            name: F.cross_entropy(head(features), targets[name])
+            for name, head in self.heads.items()
+        }
+        for name, value in losses.items():
+            self._sums[name] = self._sums.get(name, 0.0) + float(value.detach())
+        self._count += 1
+        return sum(losses.values())
+
+    def pop_component_means(self) -> dict[str, float]:
+        means = {name: total / self._count for name, total in self._sums.items()}
+        self._sums, self._count = {}, 0
+        return means
+
+
+class LabelledImages(Dataset):
+    """``{"image": [1, H, W], <label>: int64}`` items of single-channel images and labels."""
+
+    def __init__(self, images: torch.Tensor, labels: Mapping[str, torch.Tensor]) -> None:
+        self.images, self.labels = images, dict(labels)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"image": self.images[index], **{k: v[index] for k, v in self.labels.items()}}
+
+
+def build_in_domain_task(
+    data: Mapping[str, Any],
+    *,
+    feature_dim: int,
+    width: int,
+    label_classes: dict[str, int],
+    seed: int,
+) -> TrainingTask:
+    """The in-domain network's job factory: single-channel images, labels, a seeded encoder."""
+    tensors = data["images"].tensors
+    images = tensors["images"]
+    labels = {name: tensors[f"label.{name}"] for name in label_classes}
+    torch.manual_seed(seed)
+    encoder = InDomainEncoder(
+        feature_dim=feature_dim, width=width, input_size=int(images.shape[-1])
+    )
+    model = InDomainObjective(encoder, label_classes)
+    return TrainingTask(
+        model=model,
+        loss_fn=lambda net, batch: net(batch),
+        train_data=LabelledImages(images, labels),
+        callbacks=[LossComponentsLogger(prefix="in_domain_backbone")],
+    )
+
+
 def train_in_domain_backbone(
     images: ArrayLike,
     labels: Mapping[str, ArrayLike] | None = None,
@@ -84,74 +171,82 @@ def train_in_domain_backbone(
     feature_dim: int = 128,
     width: int = 32,
     seed: int = 0,
+    checkpoint_dir: str | Path | None = None,
 ) -> tuple[InDomainEncoder, dict[str, list[float]]]:
-    """Train the in-domain encoder on real training images; return it and the loss history.
+    """Train the in-domain encoder on real training images; return it and each head's loss
+    per epoch.
 
     Args:
         images: real training slices [N, C, H, W] in [-1, 1] (square); each channel is
             used as a separate grayscale image.
         labels: optional integer class labels per image, e.g. ``{"lesion": [0, 1, ...],
             "modality": [2, 0, ...]}``; one linear head and cross-entropy term each.
-        epochs, batch_size, learning_rate: AdamW schedule (defaults 10, 64, 1e-3).
+        epochs, batch_size, learning_rate: constant-lr AdamW (weight decay 1e-4), defaults 10,
+            64, 1e-3.
         feature_dim: size of the feature vector (default 128; kept small so the
             covariance in FID is well estimated from a few thousand images).
         width: channels of the first block (default 32).
         seed: seeds initialisation, rotations and batch order.
+        checkpoint_dir: the training job's folder (None: a temporary one); a re-run with the
+            same images and settings reads the finished job back instead of training again.
+
+    Trained as one `medgen.training.TrainingJob` on the CPU.
     """
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
     x = as_tensor(images)
     n_images, n_channels = x.shape[0], x.shape[1]
     if x.shape[-1] != x.shape[-2]:
         raise ValueError(f"in-domain backbone trains on square slices, got {tuple(x.shape[-2:])}")
     x = _flatten_channels(x)
-    targets: dict[str, torch.Tensor] = {}
+    tensors = {"images": x.float().contiguous()}
+    label_classes: dict[str, int] = {}
     for name, values in (labels or {}).items():
         y = torch.as_tensor(np.asarray(values), dtype=torch.long).reshape(-1)
         if y.shape[0] != n_images:
             raise ValueError(f"label '{name}' has {y.shape[0]} entries for {n_images} images")
         if y.min() < 0:
             raise ValueError(f"label '{name}' must hold class indices >= 0")
-        targets[name] = y.repeat_interleave(n_channels)
-
+        tensors[f"label.{name}"] = y.repeat_interleave(n_channels)
+        label_classes[name] = int(y.max()) + 1
+    steps_per_epoch = math.ceil(x.shape[0] / batch_size)
+    config = TrainingConfig(
+        max_steps=epochs * steps_per_epoch,
+        batch_size=batch_size,
+        drop_last=False,
+        lr=learning_rate,
+        weight_decay=1e-4,
+        min_lr_ratio=1.0,  # constant lr: the cosine decays from lr to lr
+        max_grad_norm=None,
+        log_every=steps_per_epoch,  # one step record per epoch, with each head's mean loss
+        seed=seed,
+        progress=False,
+        device="cpu",
+    )
+    job = TrainingJob(
+        name="in_domain_backbone",
+        factory=build_in_domain_task,
+        config=config,
+        checkpoint_dir=checkpoint_dir,
+        data={"images": TensorBundle(tensors)},
+        options={
+            "feature_dim": feature_dim,
+            "width": width,
+            "label_classes": label_classes,
+            "seed": seed,
+        },
+        artifact_path="evaluation/in_domain_backbone",
+    )
+    result = run_job(job).result
     encoder = InDomainEncoder(feature_dim=feature_dim, width=width, input_size=int(x.shape[-1]))
-    heads = nn.ModuleDict({"rotation": nn.Linear(feature_dim, NUM_ROTATIONS)})
-    for name, y in targets.items():
-        heads[name] = nn.Linear(feature_dim, int(y.max()) + 1)
-    params = list(encoder.parameters()) + list(heads.parameters())
-    optimiser = torch.optim.AdamW(params, lr=learning_rate, weight_decay=1e-4)
-    history: dict[str, list[float]] = {name: [] for name in heads}
-
-    encoder.train()
-    for _ in range(epochs):
-        order = torch.randperm(x.shape[0], generator=generator)
-        sums = dict.fromkeys(heads, 0.0)
-        for start in range(0, x.shape[0], batch_size):
-            idx = order[start : start + batch_size]
-            batch = x[idx]
-            rotation = torch.randint(0, NUM_ROTATIONS, (batch.shape[0],), generator=generator)
-            rotated = torch.stack(
-                [
-                    torch.rot90(img, int(k), dims=(-2, -1))
-                    for img, k in zip(batch, rotation, strict=True)
-                ]
-            )
-            features = encoder(rotated)
-            losses = {"rotation": F.cross_entropy(heads["rotation"](features), rotation)}
-            for name, y in targets.items():
-                losses[name] = F.cross_entropy(heads[name](features), y[idx])
-            loss = sum(losses.values())
-            if not torch.isfinite(loss):
-                raise FloatingPointError("in-domain backbone training produced a non-finite loss")
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            for name, value in losses.items():
-                sums[name] += float(value.detach()) * batch.shape[0]
-        for name in heads:
-            history[name].append(sums[name] / x.shape[0])
-    encoder.eval()
-    return encoder, history
+    encoder.load_state_dict(
+        {
+            k.removeprefix("encoder."): v
+            for k, v in result.model_state.items()
+            if k.startswith("encoder.")
+        }
+    )
+    records = [r for r in result.history if r["kind"] == "step"]
+    history = {name: [r[name] for r in records] for name in ("rotation", *label_classes)}
+    return encoder.eval(), history
 
 
 def in_domain_checkpoint(encoder: InDomainEncoder) -> dict[str, Any]:

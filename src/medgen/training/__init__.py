@@ -1,24 +1,16 @@
-"""One training engine for every medgen training node.
+"""One training engine and one training job for every medgen model.
 
-    config = TrainingConfig.from_dict(params["training"])
-    result = train(model, loss_fn, dataset, config, val_fn=..., checkpoint_dir=...)
+    outcome = run_job(TrainingJob(name=..., factory=..., config=..., checkpoint_dir=..., data=...))
 
-Multi-process / multi-node: `launch(run_training_job, JobSpec(...), resources)`.
-See docs/cluster.md.
+`medgen.training.job` is the entry for training code: job identity -> checkpoint folder ->
+staged data -> one process or torch elastic workers -> rank 0's result. `train` is the loop
+each worker runs. See docs/architecture.md ("Add a training job") and docs/cluster.md.
 """
 
 from medgen.training.callbacks import Callback, MlflowCallback, ProgressBar, save_loss_curve
 from medgen.training.checkpoint import load_checkpoint, save_checkpoint
 from medgen.training.config import TrainingConfig
-from medgen.training.distributed import (
-    JobSpec,
-    Resources,
-    get_rank,
-    get_world_size,
-    is_main_process,
-    launch,
-    run_training_job,
-)
+from medgen.training.distributed import JobSpec, Resources, launch
 from medgen.training.engine import Trainer, TrainingResult, TrainingTask, seed_everything, train
 from medgen.training.errors import (
     CheckpointError,
@@ -26,13 +18,16 @@ from medgen.training.errors import (
     NonFiniteLossError,
     TrainingError,
 )
+from medgen.training.job import JobOutcome, TrainingJob, run_job, train_worker
 from medgen.training.lr_finder import LRFinderResult, lr_range_test, plot_lr_range_test
+from medgen.training.ranks import get_rank, get_world_size, is_main_process
 from medgen.training.schedule import build_warmup_cosine_scheduler, warmup_cosine_multiplier
 
 __all__ = [
     "Callback",
     "CheckpointError",
     "ConfigError",
+    "JobOutcome",
     "JobSpec",
     "LRFinderResult",
     "MlflowCallback",
@@ -42,6 +37,7 @@ __all__ = [
     "Trainer",
     "TrainingConfig",
     "TrainingError",
+    "TrainingJob",
     "TrainingResult",
     "TrainingTask",
     "build_warmup_cosine_scheduler",
@@ -52,10 +48,11 @@ __all__ = [
     "load_checkpoint",
     "lr_range_test",
     "plot_lr_range_test",
-    "run_training_job",
+    "run_job",
     "save_checkpoint",
     "save_loss_curve",
     "seed_everything",
     "train",
+    "train_worker",
     "warmup_cosine_multiplier",
 ]

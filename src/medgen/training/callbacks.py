@@ -13,11 +13,12 @@ import time for tools it does not use.
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from medgen.training.tracking import active_mlflow
 
 if TYPE_CHECKING:  # pragma: no cover
     from medgen.training.engine import Trainer, TrainingResult
@@ -63,15 +64,6 @@ class ProgressBar(Callback):
 
     def on_train_end(self, trainer: Trainer, result: TrainingResult) -> None:
         self._bar.close()
-
-
-def active_mlflow():
-    """The mlflow module if a run is active, else None (without importing mlflow:
-    a process that never imported it cannot have an active run)."""
-    mlflow = sys.modules.get("mlflow")
-    if mlflow is None or mlflow.active_run() is None:
-        return None
-    return mlflow
 
 
 class MlflowCallback(Callback):
@@ -144,6 +136,38 @@ class MlflowCallback(Callback):
         mlflow = active_mlflow()
         if mlflow is not None:
             mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+
+class LossComponentsLogger(Callback):
+    """Adds a model's mean loss components to each engine step record and to MLflow.
+
+    For models whose loss has named terms (a GAN's l1/kl/adversarial, a network with several
+    heads): the model keeps running sums and returns their means since the last call from
+    ``pop_component_means() -> dict[str, float]``. The record is the dict the engine also keeps
+    in its history, so the components travel with the history into checkpoints and the
+    `TrainingResult`. MLflow metric names are ``<prefix>/<component>``.
+    """
+
+    def __init__(self, prefix: str = "train") -> None:
+        self.prefix = prefix
+        self.module = None
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        if not callable(getattr(trainer.model, "pop_component_means", None)):
+            raise TypeError(
+                f"{type(self).__name__} needs a model with pop_component_means(), got "
+                f"{type(trainer.model).__name__}"
+            )
+        self.module = trainer.model
+
+    def on_log(self, record: dict[str, Any]) -> None:
+        means = self.module.pop_component_means()
+        record.update(means)
+        mlflow = active_mlflow()
+        if mlflow is not None and means:
+            mlflow.log_metrics(
+                {f"{self.prefix}/{k}": v for k, v in means.items()}, step=record["step"]
+            )
 
 
 def save_loss_curve(history: Sequence[dict[str, Any]], path: str | Path) -> Path:

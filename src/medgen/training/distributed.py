@@ -1,27 +1,25 @@
-"""Launching training workers and the rank helpers the engine uses.
+"""Starting training workers: one process, or torch elastic workers on 1..N nodes.
 
-A Kedro training node calls `launch(worker_fn, job_spec, resources)`. With one
-process in total the worker runs in the node's own process; otherwise
-`torch.distributed` elastic launch starts ``nproc_per_node`` workers on this node
-(one per GPU, or CPU processes with gloo), they rendezvous with the other nodes
-through ``rdzv_endpoint``, train with DistributedDataParallel, and only rank 0's
-return value comes back to the node, so the catalog and kedro-mlflow save and log
-exactly once.
+`medgen.training.job.run_job` is what training code calls; this module is its launcher.
+`launch(worker_fn, job_spec, resources)` runs ``worker_fn(job_spec)`` on every rank. With
+one process in total the worker runs in the caller's process; otherwise `torch.distributed`
+elastic launch starts ``nproc_per_node`` workers on this node (one per GPU, or CPU processes
+with gloo), they rendezvous with the other nodes through ``rdzv_endpoint`` and join one
+process group, and rank 0's return value comes back (None on nodes without rank 0).
 
-Workers receive a small picklable `JobSpec` (a ``"package.module:function"``
-factory reference, its keyword arguments, the training config dict, paths, the
-MLflow run to re-attach to) and build their own model and data: tensors never
-travel through the launcher.
+Workers receive a small picklable `JobSpec` (the factory's ``"package.module:function"``
+reference, its keyword arguments, the training config dict, paths of the staged data, the
+MLflow run to re-attach to) and build their own model and data: tensors never travel through
+the launcher.
 
-Global batch: every rank draws its own ``batch_size`` samples per micro-batch from
-a disjoint shard (DistributedSampler), so one optimizer step sees
-``batch_size * accum_steps * world_size`` samples. Keep that product fixed when
-changing the number of GPUs to keep the optimisation the same.
+Global batch: every rank draws its own ``batch_size`` samples per micro-batch from a disjoint
+shard (DistributedSampler), so one optimizer step sees ``batch_size * accum_steps *
+world_size`` samples. Keep that product fixed when changing the number of GPUs to keep the
+optimisation the same.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib
 import os
@@ -35,50 +33,8 @@ import torch
 import torch.distributed as dist
 
 from medgen.config import refuse_unknown_keys
-from medgen.training.callbacks import MlflowCallback, active_mlflow
 from medgen.training.errors import ConfigError
-
-# ---------------------------------------------------------------- rank helpers
-
-
-def is_distributed() -> bool:
-    """True inside a worker whose process group is initialised with world size > 1."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def get_rank() -> int:
-    return dist.get_rank() if is_distributed() else 0
-
-
-def get_world_size() -> int:
-    return dist.get_world_size() if is_distributed() else 1
-
-
-def get_local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", "0")) if is_distributed() else 0
-
-
-def is_main_process() -> bool:
-    """Rank 0 alone saves checkpoints, prints and logs (EDM-style rank-0 discipline)."""
-    return get_rank() == 0
-
-
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """Send a small picklable object from ``src`` to every rank (identity when not distributed)."""
-    if not is_distributed():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
-def all_gather_objects(obj: Any) -> list[Any]:
-    """Every rank's ``obj`` in rank order (``[obj]`` when not distributed)."""
-    if not is_distributed():
-        return [obj]
-    out: list[Any] = [None] * get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
+from medgen.training.tracking import active_mlflow
 
 
 def resolve_backend(backend: str) -> str:
@@ -151,11 +107,14 @@ class Resources:
 
 @dataclass(frozen=True)
 class JobSpec:
-    """Everything a worker needs, small and picklable.
+    """Everything a worker needs, small and picklable (`medgen.training.job` builds it).
 
-    factory: ``"package.module:function"``; called as ``factory(**factory_kwargs)``
-        it returns a `TrainingTask` (model, loss_fn, train_data, val_fn, callbacks).
+    factory: ``"package.module:function"`` of the job's factory, called in the worker as
+        ``factory(data, **factory_kwargs)`` with the staged bundles; returns a `TrainingTask`.
     config: a `TrainingConfig.to_dict()` dict.
+    data: name -> path of a staged `TensorBundle` file (loaded by each worker).
+    name / artifact_path: MLflow metric prefix and artifact folder of the job.
+    torch_threads: intra-op threads of each worker (None: torch's default).
     checkpoint_dir / resume: passed to `train`.
     mlflow_run_id / mlflow_tracking_uri: filled in by `launch` when an MLflow run is
         active, so rank 0 logs into the node's run.
@@ -164,10 +123,32 @@ class JobSpec:
     factory: str
     config: dict[str, Any]
     factory_kwargs: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, str] = field(default_factory=dict)
+    name: str = "train"
+    artifact_path: str = "training"
+    torch_threads: int | None = None
     checkpoint_dir: str | None = None
     resume: bool = True
     mlflow_run_id: str | None = None
     mlflow_tracking_uri: str | None = None
+
+
+def factory_reference(factory: Callable[..., Any]) -> str:
+    """``"package.module:function"`` of a module-level function, the name workers import it by.
+
+    A lambda, a nested function or a function of ``__main__`` cannot be imported by a spawned
+    worker: refused here, in the node, rather than failing inside every worker.
+    """
+    module, qualname = getattr(factory, "__module__", None), getattr(factory, "__qualname__", "")
+    if not module or module == "__main__" or "<" in qualname or not callable(factory):
+        raise ConfigError(
+            f"a job factory must be a module-level function of an importable module, got "
+            f"{factory!r}"
+        )
+    reference = f"{module}:{qualname}"
+    if resolve_factory(reference) is not factory:
+        raise ConfigError(f"{reference} does not import back to {factory!r}")
+    return reference
 
 
 def resolve_factory(reference: str) -> Callable[..., Any]:
@@ -184,49 +165,6 @@ def resolve_factory(reference: str) -> Callable[..., Any]:
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"cannot import factory {reference!r}: {exc}") from exc
     return target
-
-
-def run_training_job(spec: JobSpec):
-    """Default worker: build the task from the factory and train it (every rank).
-
-    Rank 0 re-attaches to the parent's MLflow run when the spec names one.
-    """
-    # Imported here: `engine` imports this module.
-    from medgen.training.config import TrainingConfig
-    from medgen.training.engine import train
-
-    task = resolve_factory(spec.factory)(**spec.factory_kwargs)
-    config = TrainingConfig.from_dict(spec.config)
-    callbacks = list(task.callbacks)
-    run = contextlib.nullcontext()
-    if spec.mlflow_run_id is not None and is_main_process():
-        run = _mlflow_run(spec)
-        if not any(isinstance(cb, MlflowCallback) for cb in callbacks):
-            callbacks.append(MlflowCallback())
-    with run:
-        return train(
-            task.model,
-            task.loss_fn,
-            task.train_data,
-            config,
-            val_fn=task.val_fn,
-            checkpoint_dir=spec.checkpoint_dir,
-            resume=spec.resume,
-            callbacks=callbacks,
-        )
-
-
-def _mlflow_run(spec: JobSpec) -> contextlib.AbstractContextManager:
-    """Context in which the run ``spec`` names is the active MLflow run."""
-    import mlflow
-
-    if spec.mlflow_tracking_uri:
-        mlflow.set_tracking_uri(spec.mlflow_tracking_uri)
-    active = mlflow.active_run()
-    if active is not None and active.info.run_id == spec.mlflow_run_id:
-        # In-process launch: the node's run is already active here (and stays open).
-        return contextlib.nullcontext()
-    return mlflow.start_run(run_id=spec.mlflow_run_id)
 
 
 # ---------------------------------------------------------------- launch

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from medgen.training import distributed as D
+from medgen.training import ranks
 from medgen.training.callbacks import Callback, ProgressBar
 from medgen.training.checkpoint import (
     BEST,
@@ -78,6 +78,39 @@ class TrainingResult:
     latest_checkpoint: Path | None = None
     best_checkpoint: Path | None = None
     config: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> TrainingResult:
+        """The result `train` returned for the run whose final checkpoint is ``path``.
+
+        The final ``latest.pt`` holds everything the result does, so any process that sees
+        the checkpoint folder can rebuild rank 0's result (docs/cluster.md)."""
+        path = Path(path)
+        state = load_checkpoint(path, map_location="cpu")
+        best = path.parent / BEST
+        return cls(
+            model_state=state["model"],
+            ema_state=ema_module_state(state["ema"]),
+            history=list(state["history"]),
+            best_metric=state["best_metric"],
+            steps=state["step"],
+            epochs=state["epoch"],
+            stopped_early=state["stopped_early"],
+            latest_checkpoint=path,
+            best_checkpoint=best if best.is_file() else None,
+            config=state["config"],
+        )
+
+
+def ema_module_state(
+    averaged_state: dict[str, torch.Tensor] | None,
+) -> dict[str, torch.Tensor] | None:
+    """The averaged network's own state dict from an `AveragedModel` state (which prefixes the
+    network's keys with ``module.`` and adds its ``n_averaged`` counter)."""
+    if averaged_state is None:
+        return None
+    prefix = "module."
+    return {k[len(prefix) :]: v for k, v in averaged_state.items() if k.startswith(prefix)}
 
 
 def seed_everything(seed: int) -> None:
@@ -178,9 +211,9 @@ class Trainer:
         self.config = config
         self.loss_fn = loss_fn
         self.val_fn = val_fn
-        self.rank, self.world_size = D.get_rank(), D.get_world_size()
+        self.rank, self.world_size = ranks.get_rank(), ranks.get_world_size()
         self.is_main = self.rank == 0
-        self.device = resolve_device(config.device, D.get_local_rank())
+        self.device = resolve_device(config.device, ranks.get_local_rank())
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.callbacks = list(callbacks) if self.is_main else []
         if config.progress and self.is_main:
@@ -376,7 +409,7 @@ class Trainer:
             finally:
                 net.train(was_training)
         # Every rank needs the same early-stopping decision, or the others would hang.
-        metrics = D.broadcast_object(metrics)
+        metrics = ranks.broadcast_object(metrics)
         record = {"kind": "val", "step": self.step, "epoch": self.epoch, **metrics}
         self.history.append(record)
         self._emit("on_validation_end", record)
@@ -444,7 +477,7 @@ class Trainer:
         if self.checkpoint_dir is None:
             return
         # Collective: every rank contributes its RNG state, rank 0 writes the file.
-        rng = D.all_gather_objects(capture_rng_state())
+        rng = ranks.all_gather_objects(capture_rng_state())
         if not self.is_main:
             return
         state = self.state_dict()
