@@ -33,7 +33,8 @@ ALLOWED = {
         (pkg, "medgen.data"): "data is the domain's shared input: labels, resize, cohort"
         for pkg in ("autoencoder", "generation", "evaluation", "inpainting", "text2image")
     },
-    ("generation", "medgen.autoencoder.loading"): "latent diffusion needs the trained autoencoder",
+    ("generation", "medgen.autoencoder"): "generation encodes and decodes with the trained "
+    "autoencoders (loading, tiled decoding, channel selection, reconstruction figures)",
     ("evaluation", "medgen.generation.grids"): "report figures reuse the sample-grid layout",
     ("evaluation", "medgen.generation.slices"): "reference slices chosen as for training",
 }

@@ -20,8 +20,8 @@ from medgen.autoencoder.kl import build_kl_autoencoder
 from medgen.autoencoder.losses import adversarial_loss
 from medgen.autoencoder.progressive import ImageDataset
 from medgen.training import Callback, TrainingConfig, train
-from medgen.training.engine import build_optimizer
 from medgen.training.errors import ConfigError
+from medgen.training.setup import build_optimizer
 from tests.torch_threads import single_torch_thread  # noqa: F401
 
 AE = {"channels": [8, 8], "latent_channels": 2, "norm_num_groups": 8}

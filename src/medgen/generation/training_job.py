@@ -23,7 +23,7 @@ from medgen.diffusion import build_task
 from medgen.generation.model_bundle import combination_name
 from medgen.generation.slices import SliceDataset
 from medgen.training import JobOutcome, TrainingConfig, TrainingJob, TrainingTask, run_job
-from medgen.training.engine import resolve_device
+from medgen.training.setup import resolve_device
 from medgen.training.ranks import get_local_rank
 
 

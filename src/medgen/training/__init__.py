@@ -11,7 +11,7 @@ from medgen.training.callbacks import Callback, MlflowCallback, ProgressBar, sav
 from medgen.training.checkpoint import load_checkpoint, save_checkpoint
 from medgen.training.config import TrainingConfig
 from medgen.training.distributed import JobSpec, Resources, launch
-from medgen.training.engine import Trainer, TrainingResult, TrainingTask, seed_everything, train
+from medgen.training.engine import Trainer, seed_everything, train
 from medgen.training.errors import (
     CheckpointError,
     ConfigError,
@@ -21,6 +21,7 @@ from medgen.training.errors import (
 from medgen.training.job import JobOutcome, TrainingJob, run_job, train_worker
 from medgen.training.lr_finder import LRFinderResult, lr_range_test, plot_lr_range_test
 from medgen.training.ranks import get_rank, get_world_size, is_main_process
+from medgen.training.results import TrainingResult, TrainingTask
 from medgen.training.schedule import build_warmup_cosine_scheduler, warmup_cosine_multiplier
 
 __all__ = [

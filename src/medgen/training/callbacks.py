@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 from medgen.training.tracking import active_mlflow
 
 if TYPE_CHECKING:  # pragma: no cover
-    from medgen.training.engine import Trainer, TrainingResult
+    from medgen.training.engine import Trainer
+    from medgen.training.results import TrainingResult
 
 
 class Callback:

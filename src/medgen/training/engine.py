@@ -13,6 +13,9 @@ micro-batches forward/backward -> non-finite check -> clip -> optimizer ->
 scheduler -> EMA -> ``on_step_end`` -> log -> validation / early stopping ->
 checkpoints. A checkpoint therefore captures the state after *all* work of its
 step, including RNG draws made by ``val_fn``.
+
+Size: one class, `Trainer`, whose step order, checkpoint state and restore must be read
+together (exact resume depends on all three agreeing); its set-up lives in `setup.py`.
 """
 
 from __future__ import annotations
@@ -21,8 +24,7 @@ import contextlib
 import math
 import random
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,72 +47,12 @@ from medgen.training.checkpoint import (
 from medgen.training.config import TrainingConfig
 from medgen.training.ema import create_ema
 from medgen.training.errors import CheckpointError, ConfigError, NonFiniteLossError, TrainingError
+from medgen.training.results import LossFn, TrainingResult, ValFn
 from medgen.training.sampling import ResumableSampler, move_to_device
 from medgen.training.schedule import build_warmup_cosine_scheduler
+from medgen.training.setup import autocast_dtype, build_optimizer, resolve_device
 
-LossFn = Callable[[nn.Module, Any], torch.Tensor]
-ValFn = Callable[[nn.Module], dict[str, float]]
 CHECKPOINT_FORMAT = 1
-
-
-@dataclass
-class TrainingTask:
-    """What a `JobSpec` factory returns: the pieces `train` needs, built in the worker."""
-
-    model: nn.Module
-    loss_fn: LossFn
-    train_data: Dataset
-    val_fn: ValFn | None = None
-    callbacks: Sequence[Callback] = ()
-
-
-@dataclass
-class TrainingResult:
-    """Outcome of `train` (state dicts on CPU, ready for a Kedro dataset)."""
-
-    model_state: dict[str, torch.Tensor]
-    ema_state: dict[str, torch.Tensor] | None
-    history: list[dict[str, Any]]
-    best_metric: float | None
-    steps: int
-    epochs: float
-    stopped_early: bool = False
-    latest_checkpoint: Path | None = None
-    best_checkpoint: Path | None = None
-    config: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_checkpoint(cls, path: str | Path) -> TrainingResult:
-        """The result `train` returned for the run whose final checkpoint is ``path``.
-
-        The final ``latest.pt`` holds everything the result does, so any process that sees
-        the checkpoint folder can rebuild rank 0's result (docs/cluster.md)."""
-        path = Path(path)
-        state = load_checkpoint(path, map_location="cpu")
-        best = path.parent / BEST
-        return cls(
-            model_state=state["model"],
-            ema_state=ema_module_state(state["ema"]),
-            history=list(state["history"]),
-            best_metric=state["best_metric"],
-            steps=state["step"],
-            epochs=state["epoch"],
-            stopped_early=state["stopped_early"],
-            latest_checkpoint=path,
-            best_checkpoint=best if best.is_file() else None,
-            config=state["config"],
-        )
-
-
-def ema_module_state(
-    averaged_state: dict[str, torch.Tensor] | None,
-) -> dict[str, torch.Tensor] | None:
-    """The averaged network's own state dict from an `AveragedModel` state (which prefixes the
-    network's keys with ``module.`` and adds its ``n_averaged`` counter)."""
-    if averaged_state is None:
-        return None
-    prefix = "module."
-    return {k[len(prefix) :]: v for k, v in averaged_state.items() if k.startswith(prefix)}
 
 
 def seed_everything(seed: int) -> None:
@@ -118,69 +60,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto``: this rank's GPU if CUDA is available, else CPU; ``cuda``: this rank's GPU."""
-    if name == "auto" and not torch.cuda.is_available():
-        return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"training parameter device={name!r}, but CUDA is not available")
-    if name in ("auto", "cuda"):
-        return torch.device(f"cuda:{local_rank}")
-    return torch.device(name)
-
-
-def autocast_dtype(config: TrainingConfig, device: torch.device) -> torch.dtype | None:
-    """The dtype ``config.precision`` autocasts to on ``device``; None: autocast stays off.
-
-    CPU autocast is opt-in (``allow_cpu_autocast``): bf16 matmuls are slow on most CPUs.
-    """
-    if config.precision == "fp32" or (device.type != "cuda" and not config.allow_cpu_autocast):
-        return None
-    return torch.float16 if config.precision == "fp16" else torch.bfloat16
-
-
-def build_optimizer(model: nn.Module, config: TrainingConfig, lr: float) -> torch.optim.AdamW:
-    """AdamW over ``model``'s trainable parameters with ``config``'s betas, decay and eps.
-
-    A module that defines ``optimizer_param_groups(lr) -> list[dict]`` (torch param-group
-    dicts: ``"params"`` plus options such as its own ``"lr"``) gets those groups, e.g. a
-    discriminator at a multiple of the autoencoder's lr; the warmup+cosine schedule scales
-    each group's own lr. Every trainable parameter must be in exactly one group.
-    """
-    groups_fn = getattr(model, "optimizer_param_groups", None)
-    if callable(groups_fn):
-        params: list[Any] = [
-            {**group, "params": [p for p in group["params"] if p.requires_grad]}
-            for group in groups_fn(lr)
-        ]
-        _check_param_groups(model, params)
-    else:
-        params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW(
-        params,
-        lr=lr,
-        betas=config.betas,
-        weight_decay=config.weight_decay,
-        eps=config.eps,
-    )
-
-
-def _check_param_groups(model: nn.Module, groups: list[dict[str, Any]]) -> None:
-    """ConfigError unless the groups hold each trainable parameter of ``model`` once."""
-    grouped = [id(p) for group in groups for p in group["params"]]
-    unique = set(grouped)
-    names = {id(p): name for name, p in model.named_parameters() if p.requires_grad}
-    missing = [name for key, name in names.items() if key not in unique]
-    twice = len(grouped) != len(unique)
-    foreign = not unique <= set(names)
-    if missing or twice or foreign:
-        raise ConfigError(
-            f"{type(model).__name__}.optimizer_param_groups must hold every trainable parameter "
-            f"exactly once: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-            f"duplicates: {twice}, parameters of another module: {foreign}"
-        )
 
 
 def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:

@@ -60,9 +60,10 @@ from medgen.training.distributed import (
     launch,
     resolve_factory,
 )
-from medgen.training.engine import TrainingResult, TrainingTask, train
+from medgen.training.engine import train
 from medgen.training.errors import ConfigError
 from medgen.training.ranks import is_main_process
+from medgen.training.results import TrainingResult, TrainingTask
 
 if TYPE_CHECKING:  # pragma: no cover
     from medgen.datasets import TensorBundle

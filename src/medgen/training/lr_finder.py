@@ -34,9 +34,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from medgen.training.config import TrainingConfig
-from medgen.training.engine import LossFn, autocast_dtype, build_optimizer, resolve_device
 from medgen.training.errors import ConfigError
+from medgen.training.results import LossFn
 from medgen.training.sampling import move_to_device
+from medgen.training.setup import autocast_dtype, build_optimizer, resolve_device
 
 
 @dataclass
