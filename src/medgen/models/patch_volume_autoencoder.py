@@ -23,6 +23,9 @@ latent tile with that halo. The encoder sees single patches only, so a patch-wis
 nothing (``encoder_norm="group"``).
 
 Generic over ``spatial_dims`` (2 or 3) like MONAI's networks, built from MONAI blocks.
+
+Size: the config, the encoder/decoder and the patch bookkeeping (cutting, stitching, the
+decoder halo) are one network's parts that only make sense read together.
 """
 
 from __future__ import annotations
