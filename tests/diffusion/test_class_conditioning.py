@@ -9,8 +9,8 @@ import torch
 from diffusion_helpers import MODALITIES, CountingModel
 
 from medgen.diffusion import (
+    STRATEGIES,
     ClassConditionalMode,
-    DDPMStrategy,
     DiffusionTask,
     RectifiedFlowStrategy,
     build_mode,
@@ -87,7 +87,7 @@ def test_guided_model_with_labels_is_one_batched_call(scale):
         assert torch.equal(seen["x"], torch.cat([x, x]))
 
 
-@pytest.mark.parametrize("strategy_cls", [DDPMStrategy, RectifiedFlowStrategy])
+@pytest.mark.parametrize("strategy_cls", [STRATEGIES.get(name) for name in STRATEGIES])
 @pytest.mark.parametrize("prob", [0.0, 1.0])
 def test_training_passes_labels_as_keyword_not_channels(strategy_cls, prob):
     model = RecordingLabelModel(LabelEcho())
@@ -180,16 +180,17 @@ def test_generate_with_labels_checks_them():
         task.generate(model, cond=torch.tensor([0, 1]))
 
 
-@pytest.mark.parametrize(
-    "name, options",
-    [
-        ("rflow", {"num_inference_steps": 10}),
-        # v-prediction: an epsilon-predicting net needs several times more steps on this toy
-        ("ddpm", {"num_inference_steps": 10, "prediction_type": "v_prediction"}),
-    ],
-)
-def test_tiny_dit_learns_class_dependent_means(name, options):
+#: Options of the tiny class-conditional problem, per strategy (default: 10 solver steps).
+TINY_PROBLEM_OPTIONS = {
+    # v-prediction: an epsilon-predicting net needs several times more steps on this toy
+    "ddpm": {"num_inference_steps": 10, "prediction_type": "v_prediction"},
+}
+
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_tiny_dit_learns_class_dependent_means(name):
     """Class 0 is -0.5 everywhere, class 1 is +0.5: samples must follow their label."""
+    options = TINY_PROBLEM_OPTIONS.get(name, {"num_inference_steps": 10})
     torch.manual_seed(0)
     task = DiffusionTask(
         build_strategy(name, {**options, "cond_drop_prob": 0.1}),

@@ -16,8 +16,8 @@ from medgen.diffusion import (
     build_strategy,
 )
 
-CONFIGS = [
-    ("ddpm", {}),
+#: Every option of each strategy set away from its default (a new strategy adds its row).
+NON_DEFAULT_CONFIGS = [
     (
         "ddpm",
         {
@@ -33,8 +33,6 @@ CONFIGS = [
             "cond_drop_prob": 0.15,
         },
     ),
-    ("ddpm", {"sampler": "ddpm", "schedule": "cosine", "schedule_args": {"s": 0.008}}),
-    ("rflow", {}),
     (
         "rflow",
         {
@@ -50,7 +48,30 @@ CONFIGS = [
             "cond_drop_prob": 0.1,
         },
     ),
+    (
+        "edm",
+        {
+            "sigma_data": 1.0,
+            "sigma_min": 0.01,
+            "sigma_max": 40.0,
+            "rho": 5.0,
+            "p_mean": -1.0,
+            "p_std": 1.4,
+            "num_inference_steps": 9,
+            "cond_drop_prob": 0.2,
+        },
+    ),
 ]
+
+CONFIGS = (
+    [(name, {}) for name in STRATEGIES]
+    + NON_DEFAULT_CONFIGS
+    + [("ddpm", {"sampler": "ddpm", "schedule": "cosine", "schedule_args": {"s": 0.008}})]
+)
+
+
+def test_every_registered_strategy_has_a_non_default_config_row():
+    assert {name for name, _ in NON_DEFAULT_CONFIGS} == set(STRATEGIES.names())
 
 
 @pytest.mark.parametrize("name, options", CONFIGS)
@@ -78,11 +99,11 @@ def test_from_config_on_subclass_and_errors():
         DDPMStrategy.from_config({"name": "rflow"})
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['num_steps'\]"):
         build_strategy("rflow", {"num_steps": 30})
-    with pytest.raises(KeyError, match="unknown diffusion strategy 'edm'"):
-        build_strategy("edm")
+    with pytest.raises(KeyError, match="unknown diffusion strategy 'score_sde'"):
+        build_strategy("score_sde")
     with pytest.raises(ValueError, match="got a config for 'ddpm'"):
         build_strategy("rflow", {"name": "ddpm"})
-    assert STRATEGIES.names() == ["ddpm", "rflow"]
+    assert STRATEGIES.names() == ["ddpm", "edm", "rflow"]
 
 
 @pytest.mark.parametrize(
@@ -97,8 +118,20 @@ def test_from_config_on_subclass_and_errors():
         ("rflow", {"cond_drop_prob": 1.5}),
         ("rflow", {"num_inference_steps": 0}),
         ("rflow", {"logit_normal_scale": -1.0}),
+        ("edm", {"sigma_data": 0.0}),
+        ("edm", {"sigma_min": 80.0}),
+        ("edm", {"sigma_min": 0.0}),
+        ("edm", {"rho": 0.0}),
+        ("edm", {"p_std": -1.0}),
+        ("edm", {"num_inference_steps": 0}),
+        ("edm", {"cond_drop_prob": -0.1}),
     ],
 )
 def test_invalid_options_raise(name, options):
     with pytest.raises(ValueError):
         build_strategy(name, options)
+
+
+def test_edm_refuses_min_snr_weighting_with_the_reason():
+    with pytest.raises(ValueError, match=r"min_snr_gamma does not apply.*λ\(σ\)"):
+        build_strategy("edm", {"min_snr_gamma": 5.0})

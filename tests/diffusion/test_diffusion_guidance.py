@@ -7,8 +7,7 @@ import torch
 from diffusion_helpers import CountingModel
 
 from medgen.diffusion import (
-    DDPMStrategy,
-    RectifiedFlowStrategy,
+    STRATEGIES,
     combine_guidance,
     drop_condition,
     lesion_condition,
@@ -71,7 +70,7 @@ def test_drop_condition_per_sample_and_seeded():
         drop_condition(cond, 1.5)
 
 
-@pytest.mark.parametrize("strategy_cls", [DDPMStrategy, RectifiedFlowStrategy])
+@pytest.mark.parametrize("strategy_cls", [STRATEGIES.get(name) for name in STRATEGIES])
 @pytest.mark.parametrize("prob, expect_null", [(0.0, False), (1.0, True)])
 def test_training_feeds_null_condition_with_dropout(strategy_cls, prob, expect_null):
     x0 = torch.zeros(4, 1, 8, 8)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from diffusion_helpers import MODALITIES, tiny_unet, toy_batch
 
-from medgen.diffusion import DiffusionTask, build_mode, build_strategy
+from medgen.diffusion import STRATEGIES, DiffusionTask, build_mode, build_strategy
 
 
 def _eval_loss(task, model, batch):
@@ -23,11 +23,11 @@ def _eval_loss(task, model, batch):
 
 @pytest.mark.parametrize(
     "name, options",
-    [
-        ("ddpm", {}),
+    [(name, {}) for name in STRATEGIES]
+    + [
         ("ddpm", {"min_snr_gamma": 5.0, "cond_drop_prob": 0.1}),
         ("ddpm", {"prediction_type": "v_prediction"}),
-        ("rflow", {}),
+        ("edm", {"sigma_data": 1.0, "cond_drop_prob": 0.1}),
         (
             "rflow",
             {

@@ -1,4 +1,4 @@
-"""Diffusion strategies (HOW: ``ddpm``, ``rflow``), modes (WHAT: ``seg``, ``bravo``, ``dual``,
+"""Diffusion strategies (HOW: ``ddpm``, ``rflow``, ``edm``), modes (WHAT: ``seg``, ``bravo``, ``dual``,
 ``t1_pre``, ``t1_gd``, ``class``) and spaces (WHERE: ``pixel``, ``latent``,
 ``precomputed_latent``), bundled by ``DiffusionTask``.
 
@@ -11,6 +11,7 @@ A new strategy, mode or space is one small class registered in ``STRATEGIES``, `
 
 from medgen.diffusion.base import STRATEGIES, DiffusionStrategy, build_strategy
 from medgen.diffusion.ddpm import DDPMStrategy
+from medgen.diffusion.edm import EDMPreconditioner, EDMStrategy, karras_sigmas
 from medgen.diffusion.enums import ConditionResize, DDPMSampler, PredictionType, TimestepSampling
 from medgen.diffusion.guidance import (
     combine_guidance,
@@ -63,6 +64,8 @@ __all__ = [
     "DiffusionSpace",
     "DiffusionStrategy",
     "DiffusionTask",
+    "EDMPreconditioner",
+    "EDMStrategy",
     "LatentSpace",
     "PixelSpace",
     "PrecomputedLatentSpace",
@@ -78,6 +81,7 @@ __all__ = [
     "combine_guidance",
     "drop_condition",
     "is_class_labels",
+    "karras_sigmas",
     "lesion_condition",
     "min_snr_weight",
     "null_condition",

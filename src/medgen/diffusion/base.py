@@ -6,6 +6,18 @@ along channels) or class labels ``[B]`` (passed as ``class_labels=``), see
 :mod:`medgen.diffusion.guidance`.
 Every strategy's options are JSON values so ``from_config(json.loads(json.dumps(s.to_config())))``
 rebuilds an equivalent strategy (the diffusers ``ConfigMixin`` idea, without the machinery).
+
+Two hooks let a strategy grow beyond "one plain network call per step" (EDM uses both):
+
+* :meth:`DiffusionStrategy.predict` wraps the raw network call, in training and sampling alike,
+  so a strategy can precondition the network (scale its input, timestep and output);
+* :attr:`DiffusionStrategy.order` is the number of network evaluations per solver step (the
+  diffusers scheduler ``order``): a step receives the guided denoiser and may call it more than
+  once, so a second-order solver (Heun) runs in the same sampling loop.
+
+Steps vs network evaluations: ``num_steps`` (and ``num_inference_steps``) count *solver steps*;
+:meth:`DiffusionStrategy.num_sampling_steps` reports *network evaluations per sample* (NFE), the
+cost a report should quote. They are equal for first-order samplers (DDPM, DDIM, Euler).
 """
 
 from __future__ import annotations
@@ -34,6 +46,12 @@ from medgen.models.registry import Registry
 
 STRATEGIES: Registry = Registry("diffusion strategy")
 
+#: ``denoise(x, t)``: the guided network prediction at one sampling time ``t`` (a scalar).
+Denoiser = Callable[[torch.Tensor, float], torch.Tensor]
+#: ``step(denoise, i, x)``: ``x`` after solver step ``i``, calling ``denoise`` ``order`` times
+#: at most.
+SolverStep = Callable[[Denoiser, int, torch.Tensor], torch.Tensor]
+
 
 def model_device(model: nn.Module) -> torch.device:
     """Device of the model's first parameter (CPU for a parameter-free callable)."""
@@ -55,8 +73,10 @@ class DiffusionStrategy(ABC):
     reports), register with ``@STRATEGIES.register(name)``, keep every constructor argument as an
     attribute of the same name (a JSON value or a string enum: :meth:`to_config` reads them back),
     and implement the equations: :meth:`sample_timesteps`, :meth:`add_noise`,
-    :meth:`training_target` and :meth:`snr` for training; :meth:`num_sampling_steps` and
-    :meth:`_reverse_process` for sampling.
+    :meth:`training_target` and :meth:`snr` for training; :meth:`num_solver_steps` and
+    :meth:`_reverse_process` for sampling. Optional hooks, whose defaults are a plain network
+    call and a first-order solver: :meth:`predict` (preconditioning), :attr:`order` with
+    :meth:`network_evaluations` (multi-evaluation steps) and :attr:`init_noise_sigma`.
 
     Args (common to all strategies):
         min_snr_gamma: γ of Min-SNR-γ weighting (Hang et al. 2023); ``None`` (default) = unweighted.
@@ -67,6 +87,11 @@ class DiffusionStrategy(ABC):
     name: ClassVar[str]
     prediction_type: PredictionType
     sampler: str
+    #: Network evaluations per solver step (diffusers' scheduler ``order``): 1 for DDPM, DDIM
+    #: and Euler, 2 for Heun.
+    order: ClassVar[int] = 1
+    #: Standard deviation of the initial noise of sampling (diffusers' ``init_noise_sigma``).
+    init_noise_sigma: float = 1.0
 
     def __init__(self, *, min_snr_gamma: float | None = None, cond_drop_prob: float = 0.0) -> None:
         if min_snr_gamma is not None and min_snr_gamma <= 0:
@@ -135,6 +160,22 @@ class DiffusionStrategy(ABC):
     def snr(self, timesteps: torch.Tensor) -> torch.Tensor:
         """Signal-to-noise ratio of ``x_t`` per sample, for Min-SNR-γ."""
 
+    def predict(
+        self,
+        model: nn.Module,
+        x_t: torch.Tensor,
+        timesteps: torch.Tensor,
+        cond: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """The preconditioning hook: the prediction (of kind ``prediction_type``) at ``x_t``.
+
+        Every network call of training and sampling goes through here, so a strategy can scale
+        the network's input, timestep and output (EDM). The default is the plain call
+        :func:`~medgen.diffusion.guidance.model_forward`. Under classifier-free guidance it is
+        called once on the stacked ``2B`` batch, and guidance combines its outputs.
+        """
+        return model_forward(model, x_t, timesteps, cond)
+
     def loss_weights(self, timesteps: torch.Tensor) -> torch.Tensor | None:
         """Per-sample Min-SNR-γ weights on the target's squared error, or None when unweighted."""
         if self.min_snr_gamma is None:
@@ -148,8 +189,8 @@ class DiffusionStrategy(ABC):
         cond: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Scalar training loss for clean samples ``x0`` ``[B, C, *spatial]``: the (optionally
-        Min-SNR-γ weighted) MSE between the network output and :meth:`training_target`.
+        """Scalar training loss for clean samples ``x0`` ``[B, C, *spatial]``: the MSE between
+        :meth:`predict` and :meth:`training_target`, weighted per sample by :meth:`loss_weights`.
 
         ``cond`` is a spatial condition ``[B, Cc, *spatial]`` (concatenated to the noisy input) or
         integer class labels ``[B]``, replaced by the null condition with probability
@@ -161,7 +202,7 @@ class DiffusionStrategy(ABC):
         timesteps = self.sample_timesteps(x0, generator)
         if cond is not None:
             cond = drop_condition(cond, self.cond_drop_prob, generator)
-        pred = model_forward(model, self.add_noise(x0, noise, timesteps), timesteps, cond)
+        pred = self.predict(model, self.add_noise(x0, noise, timesteps), timesteps, cond)
         loss = per_sample_mse(pred, self.training_target(x0, noise, timesteps))
         weights = self.loss_weights(timesteps)
         if weights is not None:
@@ -170,9 +211,21 @@ class DiffusionStrategy(ABC):
 
     # --------------------------------------------------------------- sampling
     @abstractmethod
+    def num_solver_steps(self, num_steps: int | None = None) -> int:
+        """Solver steps :meth:`sample` takes for ``num_steps`` (None: the configured
+        ``num_inference_steps``); raises ``ValueError`` for a count the sampler cannot run."""
+
+    def network_evaluations(self, solver_steps: int) -> int:
+        """Network evaluations per sample (NFE) of ``solver_steps`` steps: :attr:`order` per step.
+        A solver whose last step is cheaper (EDM's final Euler step) overrides this."""
+        return self.order * solver_steps
+
     def num_sampling_steps(self, num_steps: int | None = None) -> int:
-        """Network evaluations per sample that :meth:`sample` makes for ``num_steps`` (None: the
-        configured ``num_inference_steps``); raises ``ValueError`` for a count the sampler cannot run."""
+        """Network evaluations per sample (NFE) that :meth:`sample` makes for ``num_steps`` solver
+        steps (None: the configured number): the sampling cost to report. It equals the step count
+        for first-order samplers. Classifier-free guidance does not change it: the conditional and
+        null-conditional inputs share one call on a ``2B`` batch."""
+        return self.network_evaluations(self.num_solver_steps(num_steps))
 
     @abstractmethod
     def _reverse_process(
@@ -181,9 +234,10 @@ class DiffusionStrategy(ABC):
         num_steps: int,
         device: torch.device,
         generator: torch.Generator | None,
-    ) -> tuple[list[int] | list[float], Callable[[torch.Tensor, int, torch.Tensor], torch.Tensor]]:
-        """The sampling timesteps, first (noise) to last, and ``update(model_output, i, x)`` giving
-        ``x`` after step ``i``."""
+    ) -> tuple[list[int] | list[float], SolverStep]:
+        """The times at which the solver steps start, first (noise) to last, and the solver
+        ``step(denoise, i, x)`` giving ``x`` after step ``i``; ``denoise(x, t)`` is the guided
+        :meth:`predict` at time ``t`` and a step calls it at most :attr:`order` times."""
 
     @torch.no_grad()
     def sample(
@@ -199,22 +253,29 @@ class DiffusionStrategy(ABC):
     ) -> torch.Tensor:
         """Generate samples of ``shape`` ``[B, C, *spatial]`` from noise.
 
-        ``num_steps`` overrides the configured number of sampling steps; each step is one network
-        call, on a ``2B`` batch under classifier-free guidance (``guidance_scale != 1``; 1.0 = no
-        guidance). ``cond`` is a spatial condition or class labels ``[B]`` (-1: unconditional).
-        The initial noise is drawn with ``generator``.
+        ``num_steps`` overrides the configured number of solver steps; a step makes :attr:`order`
+        network calls or fewer (see :meth:`num_sampling_steps` for the total), each on a ``2B``
+        batch under classifier-free guidance (``guidance_scale != 1``; 1.0 = no guidance).
+        ``cond`` is a spatial condition or class labels ``[B]`` (-1: unconditional). The initial
+        noise, of standard deviation :attr:`init_noise_sigma`, is drawn with ``generator``.
         """
         self._check_inputs(shape, cond)
-        steps = self.num_sampling_steps(num_steps)
+        steps = self.num_solver_steps(num_steps)
         device = model_device(model)
-        timesteps, update = self._reverse_process(shape, steps, device, generator)
+        timesteps, step = self._reverse_process(shape, steps, device, generator)
         x = randn(shape, generator, device)
-        denoise = guided_model(model, None if cond is None else cond.to(device), guidance_scale)
-        for i, t in enumerate(
-            tqdm(timesteps, disable=not progress, desc=f"{self.sampler} sampling")
-        ):
-            # Integer timesteps (DDPM) stay int64, continuous ones (flow) become float32.
-            x = update(denoise(x, torch.full((shape[0],), t, device=device)), i, x)
+        if self.init_noise_sigma != 1.0:
+            x = x * self.init_noise_sigma
+        guided = guided_model(
+            model, None if cond is None else cond.to(device), guidance_scale, forward=self.predict
+        )
+
+        def denoise(x: torch.Tensor, t: float) -> torch.Tensor:
+            # Integer timesteps (DDPM) stay int64, continuous ones (flow, σ) become float32.
+            return guided(x, torch.full((shape[0],), t, device=device))
+
+        for i in tqdm(range(len(timesteps)), disable=not progress, desc=f"{self.sampler} sampling"):
+            x = step(denoise, i, x)
         return x
 
     def _check_inputs(self, shape: Sequence[int], cond: torch.Tensor | None) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
-from medgen.diffusion.base import STRATEGIES, DiffusionStrategy
+from medgen.diffusion.base import STRATEGIES, Denoiser, DiffusionStrategy
 from medgen.diffusion.enums import DDPMSampler, PredictionType
 from medgen.diffusion.loss_weighting import snr_from_alphas_cumprod
 from medgen.diffusion.rng import randint
@@ -83,7 +83,7 @@ class DDPMStrategy(DiffusionStrategy):
         self.clip_sample = bool(clip_sample)
         self.scheduler = DDPMScheduler(**self._scheduler_options())
         self.num_inference_steps = num_inference_steps
-        self.num_sampling_steps()  # validate early
+        self.num_solver_steps()  # validate early
 
     def _scheduler_options(self) -> dict[str, Any]:
         return dict(
@@ -99,8 +99,9 @@ class DDPMStrategy(DiffusionStrategy):
         """ᾱ_t for t = 0 … T−1."""
         return self.scheduler.alphas_cumprod
 
-    def num_sampling_steps(self, num_steps: int | None = None) -> int:
-        """``num_steps``, else ``num_inference_steps``, else all T steps (DDPM) or 50 (DDIM)."""
+    def num_solver_steps(self, num_steps: int | None = None) -> int:
+        """``num_steps``, else ``num_inference_steps``, else all T steps (DDPM) or 50 (DDIM); one
+        network evaluation each."""
         if num_steps is None:
             num_steps = self.num_inference_steps
         if self.sampler == DDPMSampler.DDPM:
@@ -165,7 +166,8 @@ class DDPMStrategy(DiffusionStrategy):
         scheduler.set_timesteps(num_steps)
         timesteps = scheduler.timesteps.tolist()
 
-        def update(out: torch.Tensor, i: int, x: torch.Tensor) -> torch.Tensor:
+        def step(denoise: Denoiser, i: int, x: torch.Tensor) -> torch.Tensor:
+            out = denoise(x, timesteps[i])
             return scheduler.step(out, timesteps[i], x, generator=generator, **step_options)[0]
 
-        return timesteps, update
+        return timesteps, step

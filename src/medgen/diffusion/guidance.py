@@ -77,21 +77,30 @@ def model_forward(
     return model(torch.cat([x, cond.to(dtype=x.dtype)], dim=1), timesteps)
 
 
+#: ``forward(model, x, timesteps, cond)``: one network call with its condition.
+ModelForward = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
 def guided_model(
-    model: nn.Module, cond: torch.Tensor | None, guidance_scale: float
+    model: nn.Module,
+    cond: torch.Tensor | None,
+    guidance_scale: float,
+    forward: ModelForward = model_forward,
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """``denoise(x, timesteps)``: the model output under classifier-free guidance.
 
     With a condition and ``guidance_scale != 1`` the conditional and null-conditional inputs are
-    stacked into one batch of ``2B`` so each sampling step is still exactly one network call. The
+    stacked into one batch of ``2B`` so each network evaluation is still exactly one call. The
     condition half of that batch is built here, once per sampling run, not at every step.
+    ``forward`` makes that call (default :func:`model_forward`; a strategy passes its
+    preconditioned ``predict``, so guidance combines preconditioned outputs).
     """
     if cond is None or guidance_scale == 1.0:
-        return lambda x, timesteps: model_forward(model, x, timesteps, cond)
+        return lambda x, timesteps: forward(model, x, timesteps, cond)
     both = torch.cat([cond, null_condition(cond)])
 
     def denoise(x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        out = model_forward(model, torch.cat([x, x]), torch.cat([timesteps, timesteps]), both)
+        out = forward(model, torch.cat([x, x]), torch.cat([timesteps, timesteps]), both)
         out_cond, out_uncond = out.chunk(2)
         return combine_guidance(out_uncond, out_cond, guidance_scale)
 

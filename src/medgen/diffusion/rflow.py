@@ -20,7 +20,7 @@ import torch
 from monai.networks.schedulers import RFlowScheduler
 from monai.networks.schedulers.rectified_flow import timestep_transform
 
-from medgen.diffusion.base import STRATEGIES, DiffusionStrategy
+from medgen.diffusion.base import STRATEGIES, Denoiser, DiffusionStrategy
 from medgen.diffusion.enums import PredictionType, TimestepSampling
 from medgen.diffusion.loss_weighting import snr_from_flow_sigma
 from medgen.diffusion.rng import rand, randn
@@ -156,7 +156,7 @@ class RectifiedFlowStrategy(DiffusionStrategy):
         scheduler.set_timesteps(num_steps, input_img_size_numel=math.prod(shape[2:]))
         return [float(t) for t in scheduler.timesteps.tolist()]
 
-    def num_sampling_steps(self, num_steps: int | None = None) -> int:
+    def num_solver_steps(self, num_steps: int | None = None) -> int:
         """``num_steps``, else ``num_inference_steps`` (default 30) Euler steps."""
         return self.num_inference_steps if num_steps is None else int(num_steps)
 
@@ -171,7 +171,8 @@ class RectifiedFlowStrategy(DiffusionStrategy):
         timesteps = self.sampling_timesteps(shape, num_steps)
         next_timesteps = [*timesteps[1:], 0.0]
 
-        def update(velocity: torch.Tensor, i: int, x: torch.Tensor) -> torch.Tensor:
+        def step(denoise: Denoiser, i: int, x: torch.Tensor) -> torch.Tensor:
+            velocity = denoise(x, timesteps[i])
             return x + velocity * ((timesteps[i] - next_timesteps[i]) / self.num_train_timesteps)
 
-        return timesteps, update
+        return timesteps, step
