@@ -31,15 +31,21 @@ def make_project(root: Path) -> Path:
     return root
 
 
-def run_pipeline(project: Path, pipeline: str, params: dict[str, Any] | None = None) -> str | None:
-    """Run one pipeline with env ``test``; return the MLflow run id it logged to."""
+def run_pipeline(
+    project: Path,
+    pipeline: str,
+    params: dict[str, Any] | None = None,
+    tags: list[str] | None = None,
+) -> str | None:
+    """Run one pipeline with env ``test`` (only its nodes with one of ``tags``, when given);
+    return the MLflow run id it logged to."""
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.chdir(project)
         bootstrap_project(project)
         run_id = None
         try:
             with KedroSession.create(project_path=project, env="test", runtime_params=params or None) as session:
-                session.run(pipeline_names=[pipeline])
+                session.run(pipeline_names=[pipeline], tags=tags)
                 run_id = mlflow.active_run().info.run_id if mlflow.active_run() else None
         finally:
             # kedro-mlflow re-enters its run once per node and closes it once: in a process

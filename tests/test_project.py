@@ -34,3 +34,19 @@ def test_every_output_has_a_persistent_catalog_entry(catalog, name):
         assert dataset_name in catalog, f"{name}: output {dataset_name!r} has no catalog entry"
         dataset = catalog.get(dataset_name)
         assert not isinstance(dataset, MemoryDataset), f"{name}: {dataset_name!r} would not persist"
+
+
+def test_3d_generation_belongs_to_latent_diffusion():
+    """The autoencoder pipeline compresses; latent_diffusion's 3D role generates from its
+    3D model and latents, read through the catalog."""
+    configure_project("medgen")
+    autoencoder, latent_diffusion = pipelines["autoencoder"], pipelines["latent_diffusion"]
+    assert {"latents_3d_train", "autoencoder.model_3d"} <= autoencoder.all_outputs()
+    assert not [name for name in autoencoder.all_outputs() if "generat" in name]
+    volumes = latent_diffusion.only_nodes_with_namespaces(["latent_diffusion.volumes"])
+    assert {"latents_3d_train", "autoencoder.model_3d", "volumes_3d_val"} <= volumes.inputs()
+    assert {n.name for n in volumes.nodes} == {
+        "latent_diffusion.volumes.train_volume_generator",
+        "latent_diffusion.volumes.generate_volumes",
+        "latent_diffusion.volumes.summarise_volumes",
+    }

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-
 import difflib
+import types
+import typing
 from collections.abc import Mapping
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -36,6 +38,62 @@ def config_from_params(cls: type[T], params: Mapping[str, Any] | None, section: 
     params = dict(params or {})
     refuse_unknown_keys(cls, params, section)
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
+
+
+def refuse_missing_keys(
+    cls: type, params: Mapping[str, Any], section: str, error: type[Exception] = ValueError
+) -> None:
+    """Raise ``error`` naming every field of ``cls`` without a default that ``params`` lacks.
+
+    Parameter blocks whose values live in ``conf/base`` have no defaults in code: a key
+    missing here was removed by an environment or never written, and guessing a value
+    would hide that.
+    """
+    missing = [
+        f.name
+        for f in fields(cls)
+        if f.default is MISSING and f.default_factory is MISSING and f.name not in params
+    ]
+    if missing:
+        raise error(
+            f"Missing {section} parameters: {', '.join(map(repr, missing))}; their values "
+            "belong in conf/base/parameters_<pipeline>.yml"
+        )
+
+
+def nested_dataclass(hint: Any) -> type | None:
+    """The dataclass a field's type names (``Params`` or ``Params | None``), else None."""
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        return hint
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(options) == 1:
+            return nested_dataclass(options[0])
+    return None
+
+
+def config_tree_from_params(cls: type[T], params: Mapping[str, Any] | None, section: str) -> T:
+    """`config_from_params` for a tree of dataclasses: fields typed as a dataclass are built
+    from their sub-block the same way, and every field without a default must be given.
+
+    Errors name the full key (``latent_diffusion.volumes.generator.sampling``) and, for an
+    unknown key, the closest known one.
+    """
+    params = dict(params or {})
+    refuse_unknown_keys(cls, params, section)
+    refuse_missing_keys(cls, params, section)
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, value in params.items():
+        nested = nested_dataclass(hints[name])
+        if nested is not None and isinstance(value, Mapping):
+            value = config_tree_from_params(nested, value, f"{section}.{name}")
+        elif isinstance(value, Mapping):  # an option dict handed on as it is (a copy)
+            value = copy.deepcopy(dict(value))
+        elif isinstance(value, list):
+            value = tuple(value)
+        values[name] = value
+    return cls(**values)
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from evaluation_helpers import TINY_PARAMS, generated_bundle, partitions, real_slices
+from evaluation_helpers import TINY_PARAMS, TINY_SCORING, generated_bundle, partitions, real_slices
 
 from medgen.evaluation import evaluate_sources, train_feature_network
 
@@ -15,7 +15,7 @@ def real():
 
 @pytest.fixture(scope="session")
 def feature_network(real):
-    return train_feature_network(real["train"], TINY_PARAMS["in_domain_backbone"])
+    return train_feature_network(real["train"], TINY_PARAMS["in_domain_backbone"], seed=0)
 
 
 @pytest.fixture(scope="session")
@@ -25,4 +25,4 @@ def samples():
 
 @pytest.fixture(scope="session")
 def metrics(real, feature_network, samples):
-    return evaluate_sources(samples, real["test"], real["train"], feature_network, TINY_PARAMS)
+    return evaluate_sources(samples, real["test"], real["train"], feature_network, TINY_SCORING, seed=0)

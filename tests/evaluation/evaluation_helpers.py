@@ -7,17 +7,50 @@ import torch
 from medgen.datasets import TensorBundle
 
 MODALITIES = ["t1_pre", "t1_gd", "flair", "bravo"]
+#: A whole ``evaluation`` block (medgen.evaluation.EvaluationParams) at test size.
 TINY_PARAMS = {
     "seed": 0,
-    "expected_sources": ["latent_diffusion", "inpainting"],
-    "max_generated": 16,
-    "fid": {"backbones": ["in_domain", "inception_v3"], "on_missing_weights": "report", "batch_size": 32},
-    "in_domain_backbone": {"max_train_slices": 12, "epochs": 1, "batch_size": 16, "feature_dim": 8, "width": 4},
-    "lpips": {"net": "alex", "pretrained_backbone": False, "max_pairs": 8},
-    "ms_ssim": {"max_pairs": 8},
-    "fidelity": {"enabled": True, "max_train_slices": 12, "epochs": 1, "batch_size": 8, "channels": [4, 8], "strides": [2]},
+    "in_domain_backbone": {
+        "max_train_slices": 12,
+        "epochs": 1,
+        "batch_size": 16,
+        "learning_rate": 1e-3,
+        "feature_dim": 8,
+        "width": 4,
+        "lesion_head": True,
+    },
+    "scoring": {
+        "reference_slices": "all",
+        "expected_sources": ["latent_diffusion", "inpainting"],
+        "max_generated": 16,
+        "fid": {"backbones": ["in_domain", "inception_v3"], "on_missing_weights": "report", "batch_size": 32},
+        "lpips": {"net": "alex", "pretrained_backbone": False, "max_pairs": 8},
+        "ms_ssim": {"max_pairs": 8},
+        "fidelity": {
+            "enabled": True,
+            "max_train_slices": 12,
+            "epochs": 1,
+            "batch_size": 8,
+            "learning_rate": 1e-2,
+            "channels": [4, 8],
+            "strides": [2],
+            "lesion_fraction": 0.5,
+            "flip": True,
+            "torch_threads": None,
+        },
+    },
     "report": {"grid_samples": 3},
 }
+TINY_SCORING = TINY_PARAMS["scoring"]
+
+
+def scoring(**overrides) -> dict:
+    """TINY_SCORING with whole sub-blocks or single keys of them replaced, e.g.
+    ``scoring(fid={"backbones": ["in_domain"]})``."""
+    out = {**TINY_SCORING}
+    for key, value in overrides.items():
+        out[key] = {**TINY_SCORING[key], **value} if isinstance(value, dict) else value
+    return out
 
 
 def _blobs(n: int, size: int, generator: torch.Generator) -> torch.Tensor:

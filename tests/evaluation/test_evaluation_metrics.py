@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from evaluation_helpers import TINY_PARAMS, generated_bundle, partitions
+from evaluation_helpers import TINY_SCORING, generated_bundle, partitions, scoring
 
 from medgen.datasets import TensorBundle
 from medgen.evaluation import GeneratedSource, evaluate_sources, kind_of, numbers_are_finite
@@ -71,9 +71,9 @@ def test_missing_pretrained_weights_are_reported_with_the_file_to_place(metrics)
 
 
 def test_fail_policy_stops_on_missing_weights(real, feature_network, samples):
-    params = {**TINY_PARAMS, "fid": {"backbones": ["inception_v3"], "on_missing_weights": "fail"}}
+    params = scoring(fid={"backbones": ["inception_v3"], "on_missing_weights": "fail"})
     with pytest.raises(MissingWeightsError, match="inception-2015-12-05.pt"):
-        evaluate_sources(samples, real["test"], real["train"], feature_network, params)
+        evaluate_sources(samples, real["test"], real["train"], feature_network, params, seed=0)
 
 
 def test_mask_source_is_scored_against_real_masks(metrics):
@@ -90,7 +90,7 @@ def test_expected_source_without_samples_is_not_present(metrics):
 
 
 def test_nothing_generated_yet_still_gives_a_report(real, feature_network):
-    out = evaluate_sources(None, real["test"], real["train"], feature_network, TINY_PARAMS)
+    out = evaluate_sources(None, real["test"], real["train"], feature_network, TINY_SCORING, seed=0)
     assert [s["status"] for s in out["sources"]] == ["not present", "not present"]
 
 
@@ -103,8 +103,8 @@ def test_source_kinds_registry():
 
 def test_source_without_evaluator_is_listed(real, feature_network):
     volume = TensorBundle({"images": generated_bundle()["images"][:, :, None]}, {"mode": "bravo"})
-    params = {**TINY_PARAMS, "fid": {"backbones": ["in_domain"]}}
-    out = evaluate_sources(partitions(vol=volume), real["test"], real["train"], feature_network, params)
+    params = scoring(fid={"backbones": ["in_domain"]})
+    out = evaluate_sources(partitions(vol=volume), real["test"], real["train"], feature_network, params, seed=0)
     assert _source(out, "latent_diffusion/vol")["status"] == "no evaluator"
 
 
@@ -121,13 +121,13 @@ def test_reference_can_be_restricted_to_lesion_slices(real):
 def test_floors_split_by_slice_when_the_reference_has_no_patients(real, feature_network, samples):
     tensors = {k: v for k, v in real["test"].tensors.items() if k != "subject_index"}
     reference = TensorBundle(tensors, real["test"].metadata)
-    params = {**TINY_PARAMS, "fid": {"backbones": ["in_domain"]}, "fidelity": {"enabled": False}}
-    out = evaluate_sources(samples, reference, real["train"], feature_network, params)
+    params = scoring(fid={"backbones": ["in_domain"]}, fidelity={"enabled": False})
+    out = evaluate_sources(samples, reference, real["train"], feature_network, params, seed=0)
     fid = _record(_source(out, "latent_diffusion/ddpm_bravo"), "fid")
     assert fid["details"]["real_split"]["by"].startswith("sample") and fid["n_real"] == 8
 
 
 def test_misspelt_fidelity_setting_is_refused(real, feature_network, samples):
-    params = {**TINY_PARAMS, "fidelity": {**TINY_PARAMS["fidelity"], "epoch": 3}}
-    with pytest.raises(ValueError, match="'epoch' \\(did you mean 'epochs'\\?\\)"):
-        evaluate_sources(samples, real["test"], real["train"], feature_network, params)
+    params = scoring(fidelity={"epoch": 3})
+    with pytest.raises(ValueError, match="scoring.fidelity.*'epoch' \\(did you mean 'epochs'\\?\\)"):
+        evaluate_sources(samples, real["test"], real["train"], feature_network, params, seed=0)

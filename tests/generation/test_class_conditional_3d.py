@@ -10,17 +10,22 @@ import torch
 from medgen.datasets import TensorBundle, TensorDataset
 from medgen.diffusion import DDPMStrategy, DiffusionTask, PrecomputedLatentSpace, build_mode
 from medgen.generation.class_conditional_3d import (
+    ClassConditionalParams,
     generate_class_conditional,
-    resolve_params,
     train_class_conditional_generator,
 )
+from tests.conf_parameters import base_parameters, overridden
 
-PARAMS = {
-    "backbone": {"hidden_size": 24, "depth": 1, "num_heads": 2, "frequency_embedding_size": 16},
-    "training": {"max_steps": 4, "batch_size": 4, "warmup_steps": 0, "log_every": 2},
-    "strategy": {"num_inference_steps": 3},
-    "sampling": {"batch_size": 3, "device": "cpu"},
-}
+#: The conf/base generator, shrunk: every other value is the demo's.
+PARAMS = overridden(
+    base_parameters("latent_diffusion", "latent_diffusion", "volumes", "generator"),
+    {
+        "backbone": {"hidden_size": 24, "depth": 1, "num_heads": 2, "frequency_embedding_size": 16},
+        "training": {"max_steps": 4, "batch_size": 4, "warmup_steps": 0, "log_every": 2},
+        "strategy": {"num_inference_steps": 3},
+        "sampling": {"batch_size": 3, "device": "cpu"},
+    },
+)
 
 
 def _latents(n: int = 8, channels: int = 4, scale: float = 2.0) -> TensorBundle:
@@ -86,16 +91,32 @@ def test_bad_bundles_and_params_are_named(tmp_path):
     wrong_channels = TensorBundle(bundle.tensors, {**bundle.metadata, "latent_channels": 8})
     with pytest.raises(ValueError, match="latents have 4 channels but metadata latent_channels=8"):
         train_class_conditional_generator(wrong_channels, PARAMS, tmp_path)
-    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['trainig'\]"):
-        resolve_params({"trainig": {}})
     with pytest.raises(ValueError, match="n_per_class"):
         generate_class_conditional(TensorBundle({}, {}), 0, PARAMS)
 
 
+def test_misspelt_or_missing_generator_keys_are_named():
+    section = "latent_diffusion.volumes.generator"
+    with pytest.raises(ValueError, match=rf"Unknown {section} .*'trainig' \(did you mean 'training'\?\)"):
+        ClassConditionalParams.from_params({**PARAMS, "trainig": {}})
+    sampling = {**PARAMS["sampling"], "guidance": 2.0}
+    with pytest.raises(ValueError, match=r"sampling parameters: 'guidance' \(did you mean 'guidance_scale'"):
+        ClassConditionalParams.from_params({**PARAMS, "sampling": sampling})
+    training = {**PARAMS["training"], "max_step": 3}
+    with pytest.raises(ValueError, match=r"'max_step' \(did you mean 'max_steps'\?\)"):
+        ClassConditionalParams.from_params({**PARAMS, "training": training})
+    with pytest.raises(ValueError, match=rf"Missing {section} parameters: 'label_key'"):
+        ClassConditionalParams.from_params({k: v for k, v in PARAMS.items() if k != "label_key"})
+    with pytest.raises(ValueError, match="needs its parameters"):
+        generate_class_conditional(TensorBundle({}, {}), 1)
+
+
 def test_ddpm_defaults_to_no_clipping_in_latent_space():
-    params = resolve_params({"strategy": {"name": "ddpm"}})
-    assert params["strategy"]["clip_sample"] is False
-    assert params["strategy"]["cond_drop_prob"] == 0.1
+    params = ClassConditionalParams.from_params(overridden(PARAMS, {"strategy": {"name": "ddpm"}}))
+    assert params.strategy["clip_sample"] is False
+    assert params.strategy["cond_drop_prob"] == 0.1
+    explicit = {"strategy": {"name": "ddpm", "clip_sample": True}}
+    assert ClassConditionalParams.from_params(overridden(PARAMS, explicit)).strategy["clip_sample"]
     space = PrecomputedLatentSpace(latent_channels=4, downsample_factor=4)
     with pytest.raises(ValueError, match="set clip_sample: false"):
         DiffusionTask(DDPMStrategy(), build_mode("class", ["bravo"]), space)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from medgen.generation import sample_grid, side_by_side, titled
-from medgen.generation.grids import to_uint8
+from medgen.generation import sample_grid
+from medgen.metrics.images import side_by_side, titled, to_uint8, to_uint8_hwc
 
 
 def test_grid_layout_and_mask_overlay_position():
@@ -41,5 +41,8 @@ def test_titled_and_side_by_side_sizes():
 
 def test_intensity_mapping_and_shape_checks():
     assert to_uint8(torch.tensor([-2.0, -1.0, 0.0, 1.0])).tolist() == [0, 0, 128, 255]
+    # one mapping for figures and for the metrics' 8-bit images (clean-fid)
+    images = torch.linspace(-1.5, 1.5, 2 * 3 * 4 * 5).reshape(2, 3, 4, 5)
+    assert (to_uint8_hwc(images) == to_uint8(images).transpose(0, 2, 3, 1)).all()
     with pytest.raises(ValueError, match="disagree"):
         sample_grid(torch.zeros(2, 1, 4, 4), torch.zeros(3, 1, 4, 4))

@@ -5,25 +5,25 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
-from medgen.generation import deep_merge, model_settings
+from medgen.generation import RoleParams, SharedModelParams, deep_merge, model_settings
+from tests.conf_parameters import base_parameters
 from tests.generation.synthetic_slices import MODALITIES
 
-REPO = Path(__file__).resolve().parents[2]
+
+def parameters() -> dict:
+    return base_parameters("latent_diffusion", "latent_diffusion")
 
 
-def base_parameters() -> dict:
-    text = (REPO / "conf/base/parameters_latent_diffusion.yml").read_text()
-    return yaml.safe_load(text)["latent_diffusion"]
+def settings(params: dict, role: str):
+    return model_settings(role, params[role], params["shared"], MODALITIES)
 
 
 def test_role_blocks_override_single_keys_of_the_shared_defaults():
-    params = base_parameters()
+    params = parameters()
     params["masks"]["training"] = {"max_steps": 7}
     params["images"]["strategy"] = "ddpm"
-    masks = model_settings(params, "masks", MODALITIES)
-    images = model_settings(params, "images", MODALITIES)
+    masks, images = settings(params, "masks"), settings(params, "images")
     assert masks.combination == "rflow_seg" and images.combination == "ddpm_bravo"
     assert masks.training["max_steps"] == 7 and images.training["max_steps"] == 800
     assert masks.training["lr"] == images.training["lr"]  # the rest comes from the defaults
@@ -38,19 +38,35 @@ def test_role_blocks_override_single_keys_of_the_shared_defaults():
 
 
 def test_a_changed_shared_key_reaches_both_roles():
-    params = deep_merge(base_parameters(), {"training": {"batch_size": 4}, "resolution": 16})
+    params = parameters()
+    params["shared"] = deep_merge(params["shared"], {"training": {"batch_size": 4}, "resolution": 16})
     for role in ("masks", "images"):
-        settings = model_settings(params, role, MODALITIES)
-        assert settings.training["batch_size"] == 4 and settings.resolution == 16
+        s = settings(params, role)
+        assert s.training["batch_size"] == 4 and s.resolution == 16
 
 
 def test_unknown_keys_and_roles_fail_loudly():
-    params = base_parameters()
+    params = parameters()
     params["images"]["trainig"] = {}
-    with pytest.raises(ValueError, match="trainig"):
-        model_settings(params, "images", MODALITIES)
+    with pytest.raises(ValueError, match=r"'trainig' \(did you mean 'training'\?\)"):
+        settings(params, "images")
     with pytest.raises(ValueError, match="role"):
-        model_settings(params, "labels", MODALITIES)
+        model_settings("labels", params["images"], params["shared"], MODALITIES)
+    params = parameters()
+    params["shared"]["resolutoin"] = 64
+    with pytest.raises(ValueError, match=r"latent_diffusion.shared.*did you mean 'resolution'"):
+        SharedModelParams.from_params(params["shared"])
+
+
+def test_missing_keys_are_named_not_guessed():
+    params = parameters()
+    del params["shared"]["resume"]
+    with pytest.raises(ValueError, match=r"Missing latent_diffusion.shared parameters: 'resume'"):
+        settings(params, "masks")
+    with pytest.raises(ValueError, match=r"Missing latent_diffusion.images parameters: 'mode'"):
+        RoleParams.from_params({"train_slices": "all"}, "images")
+    with pytest.raises(ValueError, match="train_slices must be one of"):
+        RoleParams.from_params({"mode": "seg", "train_slices": "lesions"}, "masks")
 
 
 def test_deep_merge_does_not_modify_its_inputs():
@@ -62,16 +78,16 @@ def test_deep_merge_does_not_modify_its_inputs():
 def test_a_latent_role_is_completed_from_the_autoencoders_record():
     from medgen.generation import with_latent_space
 
-    params = base_parameters()
+    params = parameters()
     params["images"] = {**params["images"], "space": "latent", "resolution": 64}
-    s = model_settings(params, "images", MODALITIES)
+    s = settings(params, "images")
     assert (s.space, s.resolution, s.combination) == ("latent", 64, "rflow_bravo_latent")
     record = {"latent_channels": 3, "downsample_factor": 4, "scale_factor": 0.7, "per_channel": True}
     latent = with_latent_space(s, record)
     assert latent.task_config["space"] == {"name": "latent", **record}
     assert latent.checkpoint_dir == s.checkpoint_dir  # named after the latent combination
     assert "rflow_bravo_latent" in str(s.checkpoint_dir)
-    masks = model_settings(params, "masks", MODALITIES)
+    masks = settings(params, "masks")
     assert with_latent_space(masks, None) is masks  # pixel roles need no autoencoder
     with pytest.raises(ValueError, match="run `kedro run --pipeline autoencoder` first"):
         with_latent_space(s, None)
@@ -81,4 +97,4 @@ def test_a_latent_role_is_completed_from_the_autoencoders_record():
         with_latent_space(s, {k: v for k, v in record.items() if k != "per_channel"})
     params["images"]["space"] = "voxel"
     with pytest.raises(ValueError, match="space must be one of"):
-        model_settings(params, "images", MODALITIES)
+        settings(params, "images")

@@ -1,15 +1,18 @@
-"""PNG figures of the autoencoder pipeline: reconstructions next to their inputs, and
-generated volumes as three orthogonal central slices."""
+"""PNG figures of volumes and reconstructions: validation inputs next to their
+reconstructions, and volumes (real or generated) as three orthogonal central slices."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from medgen.generation.grids import stack, tile, titled, to_uint8
+from medgen.autoencoder.latents import select_channels
+from medgen.datasets import TensorBundle
+from medgen.metrics.images import side_by_side, stack, tile, titled, to_uint8
 
 
 def orthogonal_views(volume: torch.Tensor) -> list[np.ndarray]:
@@ -56,3 +59,29 @@ def reconstruction_grid(
         for batch in (originals, reconstructions)
     ]
     return Image.fromarray(stack(rows, 8, axis=0))
+
+
+@torch.no_grad()
+def reconstruction_figure(
+    autoencoder: Any,
+    val: TensorBundle,
+    *,
+    per_channel: bool,
+    modalities: list[str] | None = None,
+    n: int = 8,
+) -> Image.Image:
+    """Validation inputs above their posterior-mean reconstructions (first channel; 3D:
+    orthogonal views of the first volumes). ``modalities``: the autoencoder's input channels."""
+    images = select_channels(val, modalities)[0][:n]
+    if per_channel:
+        images = images[:, :1]
+    recon = autoencoder.decode(autoencoder.encode(images)).clamp(-1, 1)
+    if images.ndim == 5:
+        count = min(2, len(images))
+        return side_by_side(
+            titled(volume_grid(images[:count]), "validation volumes"),
+            titled(volume_grid(recon[:count]), "reconstructions"),
+        )
+    return titled(
+        reconstruction_grid(images, recon), "validation slices (top), reconstructions (bottom)"
+    )

@@ -12,17 +12,53 @@ A single-channel autoencoder (the 2D one) encodes each image channel separately
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
 from medgen.autoencoder.protocol import LatentAutoencoder
+from medgen.config import config_tree_from_params
 from medgen.datasets import TensorBundle
 
 # Carried over from the source bundle: labels and indices that condition or identify items.
 PASSTHROUGH_KEYS = ("seg", "lesion_present", "subject_index", "slice_index")
+
+
+def _positive_batch_size(section: str, batch_size: Any) -> None:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"{section}.batch_size must be an integer >= 1, got {batch_size!r}")
+
+
+@dataclass(frozen=True)
+class Encoding2DParams:
+    """``autoencoder.encoding_2d``: ``modalities`` to encode (null: every modality of the
+    slices), ``batch_size`` slices per encoder batch."""
+
+    modalities: tuple[str, ...] | None
+    batch_size: int
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> Encoding2DParams:
+        config = config_tree_from_params(cls, params, "autoencoder.encoding_2d")
+        _positive_batch_size("autoencoder.encoding_2d", config.batch_size)
+        return config
+
+
+@dataclass(frozen=True)
+class Encoding3DParams:
+    """``autoencoder.encoding_3d``: ``batch_size`` volumes per encoder batch (the modalities
+    are the 3D autoencoder's own)."""
+
+    batch_size: int
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> Encoding3DParams:
+        config = config_tree_from_params(cls, params, "autoencoder.encoding_3d")
+        _positive_batch_size("autoencoder.encoding_3d", config.batch_size)
+        return config
 
 
 def select_channels(

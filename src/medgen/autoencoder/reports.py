@@ -32,7 +32,7 @@ def _steps(report: Mapping[str, Any]) -> int | None:
 
 
 def autoencoder_summary(reports: Mapping[str, Mapping[str, Any]], seconds: float | None) -> dict:
-    """One entry per trained model / generation step, plus the run's wall time."""
+    """One entry per trained model, plus the run's wall time."""
     models = {}
     for name, report in reports.items():
         entry: dict[str, Any] = {"seconds": round(float(report.get("seconds") or 0.0), 2)}
@@ -42,17 +42,7 @@ def autoencoder_summary(reports: Mapping[str, Mapping[str, Any]], seconds: float
         metrics = reconstruction_metrics(report)
         if metrics:
             entry["validation_reconstruction"] = metrics
-        for key in (
-            "final_loss",
-            "final_losses",
-            "n_volumes",
-            "per_class",
-            "shape",
-            "latent_shape",
-            "sampling_seconds",
-            "tiled_decoding_seconds",
-            "perceptual_backbone",
-        ):
+        for key in ("final_loss", "final_losses", "perceptual_backbone"):
             if key in report:
                 entry[key] = report[key]
         models[name] = entry

@@ -4,10 +4,30 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from medgen.config import config_tree_from_params
+
 SPLIT_NAMES = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """``params:split``: ``seed`` shuffles the patients, ``fractions`` (train / val / test,
+    summing to 1) cut them, ``patient_pattern`` (a regex whose first group is the patient)
+    groups subjects (scans) by patient. Values in conf/base/parameters_data_processing.yml."""
+
+    seed: int
+    fractions: dict[str, float]
+    patient_pattern: str
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> SplitConfig:
+        return config_tree_from_params(cls, params, "split")
 
 
 class SplitOverlapError(ValueError):

@@ -10,7 +10,6 @@ the other way round, so no generated pixel is invented.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +18,7 @@ import torch
 from medgen.data.resize import resize_binary_masks, resize_images
 from medgen.datasets import TensorBundle
 from medgen.evaluation.networks import fit_segmenter
+from medgen.evaluation.params import ScoringParams
 from medgen.generation.slices import select_slices
 from medgen.metrics import FeatureBackbone, LPIPSScorer
 
@@ -61,11 +61,13 @@ class EvaluationContext:
     train: TensorBundle  # real training slices (segmenters are trained on them)
     backbones: dict[str, FeatureBackbone | str]
     lpips: LPIPSScorer
-    params: Mapping[str, Any]
-    seed: int = 0
+    params: ScoringParams
+    seed: int
     segmenters: dict[tuple, tuple[torch.nn.Module, dict[str, Any]]] = field(default_factory=dict)
 
-    def real_images(self, names: list[str], size: tuple[int, ...], split: str = "reference") -> torch.Tensor:
+    def real_images(
+        self, names: list[str], size: tuple[int, ...], split: str = "reference"
+    ) -> torch.Tensor:
         """Real slices of the named modalities at ``size``, from the reference or train split."""
         return real_images(self.reference if split == "reference" else self.train, names, size)
 
@@ -85,7 +87,9 @@ class EvaluationContext:
             )
         return groups
 
-    def segmenter(self, names: list[str], size: tuple[int, ...]) -> tuple[torch.nn.Module, dict[str, Any]]:
+    def segmenter(
+        self, names: list[str], size: tuple[int, ...]
+    ) -> tuple[torch.nn.Module, dict[str, Any]]:
         """A segmenter for these channels at this size, trained once per run and reused."""
         key = (tuple(names), tuple(size))
         if key not in self.segmenters:
@@ -93,11 +97,11 @@ class EvaluationContext:
             self.segmenters[key] = fit_segmenter(
                 self.real_images(names, size, "train"),
                 self.real_masks(size, "train"),
-                self.params.get("fidelity", {}),
+                self.params.fidelity,
                 seed=self.seed,
             )
         return self.segmenters[key]
 
     @property
     def max_generated(self) -> int | None:
-        return self.params.get("max_generated")
+        return self.params.max_generated

@@ -11,24 +11,26 @@ from medgen.datasets import TensorBundle
 from medgen.evaluation.context import EvaluationContext, select_reference
 from medgen.evaluation.evaluators import kind_of
 from medgen.evaluation.networks import PROVENANCE, feature_network_from_bundle
+from medgen.evaluation.params import ON_MISSING_WEIGHTS, ScoringParams
 from medgen.evaluation.records import SCHEMA_VERSION
 from medgen.evaluation.sources import collect_sources
 from medgen.metrics import LPIPSScorer, MissingWeightsError, build_backbone, in_domain_backbone
 
 logger = logging.getLogger(__name__)
-ON_MISSING_WEIGHTS = ("report", "fail")
 
 
 def build_backbones(
-    names: list[str], feature_network: TensorBundle, on_missing_weights: str = "report"
+    names: list[str], feature_network: TensorBundle, on_missing_weights: str
 ) -> dict[str, Any]:
     """Each requested FID backbone, or the MissingWeightsError message when its weights are absent.
 
-    ``on_missing_weights``: ``report`` (default) puts the message (file to place, where)
+    ``on_missing_weights``: ``report`` puts the message (file to place, where)
     in metrics.json and the report and goes on; ``fail`` raises it and stops the run.
     """
     if on_missing_weights not in ON_MISSING_WEIGHTS:
-        raise ValueError(f"on_missing_weights must be one of {ON_MISSING_WEIGHTS}, got '{on_missing_weights}'")
+        raise ValueError(
+            f"on_missing_weights must be one of {ON_MISSING_WEIGHTS}, got '{on_missing_weights}'"
+        )
     backbones: dict[str, Any] = {}
     for name in names:
         if name == "in_domain":
@@ -56,28 +58,34 @@ def evaluate_sources(
     reference: TensorBundle,
     train: TensorBundle,
     feature_network: TensorBundle,
-    params: Mapping[str, Any],
+    params: ScoringParams | Mapping[str, Any],
+    seed: int,
 ) -> dict[str, Any]:
-    """Metrics for every generated source present; absent expected sources are listed as such."""
+    """Metrics for every generated source present; absent expected sources are listed as such.
+
+    ``params``: `ScoringParams` (``evaluation.scoring``; a mapping is validated); ``seed``
+    seeds subsets, pair draws, the floors' splits and the segmenter.
+    """
     start = time.perf_counter()
-    which = params.get("reference_slices", "all")
+    if not isinstance(params, ScoringParams):
+        params = ScoringParams.from_params(params)
+    which = params.reference_slices
     reference = select_reference(reference, which)
-    seed = int(params.get("seed", 0))
-    fid = params.get("fid", {})
-    lpips = params.get("lpips", {})
     ctx = EvaluationContext(
         reference=reference,
         train=train,
         backbones=build_backbones(
-            list(fid.get("backbones", ["in_domain"])), feature_network, fid.get("on_missing_weights", "report")
+            list(params.fid.backbones), feature_network, params.fid.on_missing_weights
         ),
         lpips=LPIPSScorer(
-            net=lpips.get("net", "alex"), pretrained_backbone=bool(lpips.get("pretrained_backbone", False)), seed=seed
+            net=params.lpips.net,
+            pretrained_backbone=bool(params.lpips.pretrained_backbone),
+            seed=seed,
         ),
         params=params,
         seed=seed,
     )
-    sources, absent = collect_sources(partitions, params.get("expected_sources", []))
+    sources, absent = collect_sources(partitions, params.expected_sources)
     entries = []
     for source in sources:
         entry = {
@@ -89,11 +97,20 @@ def evaluate_sources(
         }
         kind = kind_of(source)
         if kind is None:
-            logger.warning("evaluation: no evaluator for %s (shape %s)", source.name, entry["shape"])
+            logger.warning(
+                "evaluation: no evaluator for %s (shape %s)", source.name, entry["shape"]
+            )
             entries.append({**entry, "status": "no evaluator", "kind": None, "metrics": []})
             continue
         logger.info("evaluation: %s as %s", source.name, kind.name)
-        entries.append({**entry, "status": "evaluated", "kind": kind.name, "metrics": kind.evaluate(source, ctx)})
+        entries.append(
+            {
+                **entry,
+                "status": "evaluated",
+                "kind": kind.name,
+                "metrics": kind.evaluate(source, ctx),
+            }
+        )
     network = feature_network.metadata
     return {
         "schema_version": SCHEMA_VERSION,

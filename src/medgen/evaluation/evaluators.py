@@ -34,8 +34,14 @@ class SourceKind:
     evaluate: Callable[[GeneratedSource, EvaluationContext], Records]
 
 
-def _generated(source: GeneratedSource, ctx: EvaluationContext) -> tuple[torch.Tensor, torch.Tensor | None]:
-    n = len(source.images) if ctx.max_generated is None else min(len(source.images), ctx.max_generated)
+def _generated(
+    source: GeneratedSource, ctx: EvaluationContext
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    n = (
+        len(source.images)
+        if ctx.max_generated is None
+        else min(len(source.images), ctx.max_generated)
+    )
     masks = None if source.masks is None else source.masks[:n]
     return source.images[:n].clamp(-1, 1), masks
 
@@ -53,7 +59,7 @@ def fid_records(real: torch.Tensor, generated: torch.Tensor, ctx: EvaluationCont
     (or why it is missing). ``real`` is the reference in its stored order, so that the
     reference's ``subject_index`` labels it."""
     records = []
-    batch_size = int(ctx.params.get("fid", {}).get("batch_size", 64))
+    batch_size = int(ctx.params.fid.batch_size)
     groups = ctx.reference_groups
     for name, backbone in ctx.backbones.items():
         if isinstance(backbone, str):
@@ -71,25 +77,33 @@ def fid_records(real: torch.Tensor, generated: torch.Tensor, ctx: EvaluationCont
     return records
 
 
-def diversity_records(real: torch.Tensor, generated: torch.Tensor, ctx: EvaluationContext) -> Records:
+def diversity_records(
+    real: torch.Tensor, generated: torch.Tensor, ctx: EvaluationContext
+) -> Records:
     """LPIPS and MS-SSIM pairwise diversity of the generated set, next to the real set's."""
-    lpips_pairs = ctx.params.get("lpips", {}).get("max_pairs", 200)
-    ssim_pairs = ctx.params.get("ms_ssim", {}).get("max_pairs", 200)
+    lpips_pairs = ctx.params.lpips.max_pairs
+    ssim_pairs = ctx.params.ms_ssim.max_pairs
     return [
         _attempt(
             "lpips_diversity",
             ctx.lpips.name,
-            lambda: lpips_diversity_with_floor(ctx.lpips, real, generated, max_pairs=lpips_pairs, seed=ctx.seed),
+            lambda: lpips_diversity_with_floor(
+                ctx.lpips, real, generated, max_pairs=lpips_pairs, seed=ctx.seed
+            ),
         ),
         _attempt(
             "ms_ssim_diversity",
             "none (pixel space)",
-            lambda: ms_ssim_diversity_with_floor(real, generated, max_pairs=ssim_pairs, seed=ctx.seed),
+            lambda: ms_ssim_diversity_with_floor(
+                real, generated, max_pairs=ssim_pairs, seed=ctx.seed
+            ),
         ),
     ]
 
 
-def fidelity_record(source: GeneratedSource, generated: torch.Tensor, masks: torch.Tensor, ctx: EvaluationContext) -> dict[str, Any]:
+def fidelity_record(
+    source: GeneratedSource, generated: torch.Tensor, masks: torch.Tensor, ctx: EvaluationContext
+) -> dict[str, Any]:
     """Dice of a real-trained segmenter on generated images vs their conditioning masks."""
     model, info = ctx.segmenter(source.target_names, source.size)
     real = ctx.real_images(source.target_names, source.size)
@@ -98,7 +112,13 @@ def fidelity_record(source: GeneratedSource, generated: torch.Tensor, masks: tor
         "conditioning_dice",
         "unet-segmenter",
         lambda: conditioning_fidelity(
-            model, generated, masks, real, real_masks, real_groups=ctx.reference_groups, seed=ctx.seed
+            model,
+            generated,
+            masks,
+            real,
+            real_masks,
+            real_groups=ctx.reference_groups,
+            seed=ctx.seed,
         ),
     )
     record["details"]["segmenter"] = info
@@ -110,7 +130,7 @@ def evaluate_image_2d(source: GeneratedSource, ctx: EvaluationContext) -> Record
     generated, masks = _generated(source, ctx)
     real = ctx.real_images(source.target_names, source.size)
     records = fid_records(real, generated, ctx) + diversity_records(real, generated, ctx)
-    if masks is not None and ctx.params.get("fidelity", {}).get("enabled", True):
+    if masks is not None and ctx.params.fidelity.enabled:
         records.append(fidelity_record(source, generated, masks, ctx))
     return records
 

@@ -2,7 +2,7 @@
 
 Plots are bare matplotlib ``Figure``s, which render with Agg without touching pyplot's
 global backend (importing this module must not change a notebook's backend); grids are
-drawn with `medgen.generation.grids`, like latent_diffusion's.
+drawn from the tiles and panels of `medgen.metrics.images`, like latent_diffusion's.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from medgen.generation.grids import stack, tile, to_uint8
+from medgen.metrics.images import stack, tile, to_uint8
 
 WHITE = (255, 255, 255)
 

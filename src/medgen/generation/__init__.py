@@ -1,4 +1,4 @@
-"""2D diffusion generation around the training engine and `medgen.diffusion`.
+"""Generation around the training engine and `medgen.diffusion`: the 2D chain and 3D volumes.
 
 * `slices`: resize model-input slices to the training resolution, pick lesion slices.
 * `settings`: shared + per-role ``latent_diffusion`` parameters → one model's settings.
@@ -8,11 +8,13 @@
 * `generate`: one generation run, from two model bundles to files and a report.
 * `outputs`: the ``samples.safetensors`` contract, NIfTI files; `nifti`: slice affines.
 * `grids`, `figures`: PNG grids, loss curves, previews, MLflow upload; `reports`: JSON.
+* `class_conditional_3d`: the class-conditional 3D DiT on the autoencoder's latents;
+  `volumes_3d`: its latents decoded (tiled) by the 3D autoencoder into NIfTI volumes.
 """
 
 from medgen.generation.chain import ChainSamples, generate_chain, generate_masks, sampler_settings
-from medgen.generation.generate import GenerationOutputs, generate_outputs
-from medgen.generation.grids import sample_grid, side_by_side, titled
+from medgen.generation.generate import GenerationOutputs, GenerationParams, generate_outputs
+from medgen.generation.grids import sample_grid
 from medgen.generation.model_bundle import (
     combination_name,
     load_diffusion_model,
@@ -23,7 +25,10 @@ from medgen.generation.nifti import nifti_to_slice, slice_affine, slice_to_nifti
 from medgen.generation.outputs import nifti_files, samples_bundle
 from medgen.generation.reports import run_summary, training_report
 from medgen.generation.settings import (
+    LrFinderParams,
     ModelSettings,
+    RoleParams,
+    SharedModelParams,
     deep_merge,
     model_settings,
     with_latent_space,
@@ -34,7 +39,11 @@ from medgen.generation.training_job import train_diffusion_model
 __all__ = [
     "ChainSamples",
     "GenerationOutputs",
+    "GenerationParams",
+    "LrFinderParams",
     "ModelSettings",
+    "RoleParams",
+    "SharedModelParams",
     "SliceDataset",
     "combination_name",
     "deep_merge",
@@ -53,11 +62,9 @@ __all__ = [
     "sampler_settings",
     "samples_bundle",
     "select_slices",
-    "side_by_side",
     "slice_affine",
     "slice_to_nifti",
     "state_from_bundle",
-    "titled",
     "to_model_bundle",
     "train_diffusion_model",
     "training_report",

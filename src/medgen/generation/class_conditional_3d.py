@@ -10,10 +10,9 @@ per-subject class (``lesion_present`` in the volumes bundle), with classifier-fr
 * :func:`generate_class_conditional` samples ``n`` latents per class, unscaled, ready for the
   autoencoder's (tiled) decoder; decoding and NIfTI writing are the caller's.
 
-Parameters (the node's ``params:`` dict, every key optional; dict values merge key by key over
-:data:`DEFAULTS`): ``label_key``, ``class_names``, ``modalities``, ``torch_threads``,
-``strategy``, ``backbone``, ``training`` (a ``TrainingConfig`` dict) and ``sampling``
-(``guidance_scale``, ``num_steps``, ``batch_size``, ``use_ema``, ``device``).
+Parameters: :class:`ClassConditionalParams`, read from the node's
+``params:latent_diffusion.volumes.generator`` block, whose values live in
+conf/base/parameters_latent_diffusion.yml (no defaults in code).
 """
 
 from __future__ import annotations
@@ -21,74 +20,106 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 
+from medgen.config import config_to_dict, config_tree_from_params
 from medgen.data.cohort import IMAGE_MODALITIES
 from medgen.datasets import TensorBundle
 from medgen.diffusion.task import DiffusionTask, build_task
 from medgen.generation.model_bundle import combination_name, state_from_bundle, to_model_bundle
-from medgen.generation.settings import deep_merge
-from medgen.training.checkpoint import latest_step, prepare_checkpoint_dir
-from medgen.training import MlflowCallback, TrainingConfig, train
 from medgen.runtime import torch_threads
-from medgen.training.engine import resolve_device
+from medgen.training import MlflowCallback, TrainingConfig, train
+from medgen.training.checkpoint import latest_step, prepare_checkpoint_dir
+from medgen.training.setup import resolve_device
 
-#: Defaults of the job's parameters (a CPU demo size: 16 latents of [C, 12, 14, 12]).
-DEFAULTS: dict[str, Any] = {
-    "label_key": "lesion_present",
-    "class_names": ["lesion_absent", "lesion_present"],
-    "modalities": None,  # null: the bundle's metadata["modalities"], else the cohort's four
-    # null: torch's default (one per core); 1 is faster where other processes share the cores
-    "torch_threads": None,
-    "strategy": {"name": "rflow", "num_inference_steps": 30, "cond_drop_prob": 0.1},
-    "backbone": {"name": "dit", "patch_size": 2, "hidden_size": 96, "depth": 4, "num_heads": 4},
-    "training": {
-        "max_steps": 120,
-        "batch_size": 8,
-        "lr": 3e-4,
-        "warmup_steps": 10,
-        "ema_decay": 0.99,
-        "log_every": 10,
-    },
-    "sampling": {
-        "guidance_scale": 2.0,
-        "num_steps": None,  # null: the strategy's num_inference_steps
-        "batch_size": 8,
-        "use_ema": True,
-        "device": "auto",
-    },
-}
-#: Per-strategy defaults under the configured ones: DDPM must not clip latents to [-1, 1].
+SECTION = "latent_diffusion.volumes.generator"
+#: Strategy options a precomputed latent space needs, under the configured ones: latents are
+#: not confined to [-1, 1], so DDPM must not clip its samples (the rule applies whenever the
+#: strategy is ddpm and its options leave clip_sample unset).
 STRATEGY_DEFAULTS: dict[str, dict[str, Any]] = {"ddpm": {"clip_sample": False}}
 LATENT_KEY = "latents"
 
 
-def resolve_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``params`` merged over :data:`DEFAULTS`; unknown keys raise ``ValueError`` naming them."""
-    params = dict(params or {})
-    unknown = sorted(set(params) - set(DEFAULTS))
-    if unknown:
+@dataclass(frozen=True)
+class ClassSamplingParams:
+    """``sampling``: how :func:`generate_class_conditional` samples.
+
+    guidance_scale: classifier-free guidance (1.0: none). num_steps: network evaluations (null:
+    the strategy's ``num_inference_steps``). batch_size: samples per network batch (a guided
+    batch runs twice as many). use_ema: sample with the EMA weights. device: ``auto`` / ``cpu``
+    / ``cuda``.
+    """
+
+    guidance_scale: float
+    num_steps: int | None
+    batch_size: int
+    use_ema: bool
+    device: str
+
+
+@dataclass(frozen=True)
+class ClassConditionalParams:
+    """The generator's parameters (``latent_diffusion.volumes.generator``).
+
+    label_key: the latents bundle's per-item class tensor (``lesion_present``).
+    class_names: one name per class, in label order.
+    modalities: the latents' modalities (null: the bundle's ``metadata["modalities"]``, else
+        the cohort's four).
+    torch_threads: intra-op threads while training and sampling (null: torch's default, one
+        per core; 1 is faster where other processes share the cores).
+    strategy: ``{"name": rflow | ddpm, ...}`` and the strategy's options
+        (`medgen.diffusion.rflow` / `ddpm`); see :data:`STRATEGY_DEFAULTS` for ddpm.
+    backbone: `medgen.models.dit` options (``spatial_dims`` and ``input_size`` come from the
+        latents).
+    training: a `medgen.training.TrainingConfig` dict.
+    sampling: :class:`ClassSamplingParams`.
+    """
+
+    label_key: str
+    class_names: tuple[str, ...]
+    modalities: tuple[str, ...] | None
+    torch_threads: int | None
+    strategy: dict[str, Any]
+    backbone: dict[str, Any]
+    training: dict[str, Any]
+    sampling: ClassSamplingParams
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> ClassConditionalParams:
+        """Validate the block: unknown keys (with the closest known one) and missing keys
+        raise ``ValueError``; ``strategy`` gets :data:`STRATEGY_DEFAULTS` under its options."""
+        config = config_tree_from_params(cls, params, SECTION)
+        if "name" not in config.strategy:
+            raise ValueError(f"{SECTION}.strategy needs a name (rflow or ddpm)")
+        name = str(config.strategy["name"])
+        strategy = {**STRATEGY_DEFAULTS.get(name, {}), **config.strategy}
+        if len(config.class_names) < 2:
+            raise ValueError(f"{SECTION}.class_names needs two or more classes")
+        if not isinstance(config.sampling.batch_size, int) or config.sampling.batch_size < 1:
+            raise ValueError(
+                f"{SECTION}.sampling.batch_size must be >= 1, got {config.sampling.batch_size!r}"
+            )
+        TrainingConfig.from_dict(config.training)  # a misspelt training key fails here
+        return cls(**{**vars(config), "strategy": strategy})
+
+
+def generator_params(
+    params: ClassConditionalParams | Mapping[str, Any] | None,
+) -> ClassConditionalParams:
+    """``params`` as :class:`ClassConditionalParams` (a mapping is validated)."""
+    if isinstance(params, ClassConditionalParams):
+        return params
+    if params is None:
         raise ValueError(
-            f"class-conditional generator: unknown parameter(s) {unknown}; known: {sorted(DEFAULTS)}"
+            f"the class-conditional generator needs its parameters ({SECTION} in "
+            "conf/base/parameters_latent_diffusion.yml)"
         )
-    merged = deep_merge(DEFAULTS, params)
-    if "strategy" in params and "name" in params["strategy"]:
-        # The default options (num_inference_steps, cond_drop_prob) exist in every strategy;
-        # the named strategy's own defaults go under them and the user's options over all.
-        name = str(params["strategy"]["name"])
-        merged["strategy"] = {
-            **STRATEGY_DEFAULTS.get(name, {}),
-            **{k: v for k, v in DEFAULTS["strategy"].items() if k != "name"},
-            **params["strategy"],
-        }
-    unknown = sorted(set(merged["sampling"]) - set(DEFAULTS["sampling"]))
-    if unknown:
-        raise ValueError(f"class-conditional generator: unknown sampling parameter(s) {unknown}")
-    return merged
+    return ClassConditionalParams.from_params(params)
 
 
 def check_latents_bundle(
@@ -142,21 +173,21 @@ class LatentLabelDataset(Dataset):
 
 
 def build_class_task(
-    params: Mapping[str, Any], metadata: Mapping[str, Any], latent_channels: int
+    params: ClassConditionalParams, metadata: Mapping[str, Any], latent_channels: int
 ) -> DiffusionTask:
     """The task (strategy, ``class`` mode, ``precomputed_latent`` space) for a latents bundle
-    with ``metadata`` and ``latent_channels`` channels; ``params`` are resolved parameters."""
-    modalities = params["modalities"] or metadata.get("modalities") or list(IMAGE_MODALITIES)
-    class_names = [str(c) for c in params["class_names"]]
+    with ``metadata`` and ``latent_channels`` channels."""
+    modalities = params.modalities or metadata.get("modalities") or list(IMAGE_MODALITIES)
+    class_names = [str(c) for c in params.class_names]
     per_channel = bool(metadata.get("per_channel", False))
     channels_per_latent = metadata.get("latent_channels", latent_channels)
     task = build_task(
         {
-            "strategy": dict(params["strategy"]),
+            "strategy": dict(params.strategy),
             "mode": "class",
             "modalities": [str(m) for m in modalities],
             "mode_options": {
-                "label_key": params["label_key"],
+                "label_key": params.label_key,
                 "num_classes": len(class_names),
                 "class_names": class_names,
             },
@@ -207,10 +238,10 @@ def train_class_conditional_generator(
 
     Args:
         latents_train: ``latents`` float32 ``[N, C, *s]`` (unscaled posterior means),
-            ``params["label_key"]`` int64 ``[N]`` (default ``lesion_present``), metadata with
-            ``scale_factor`` (required), ``downsample_factor``, ``latent_channels``,
+            the ``label_key`` tensor int64 ``[N]`` (``lesion_present`` in the demo), metadata
+            with ``scale_factor`` (required), ``downsample_factor``, ``latent_channels``,
             ``per_channel``, ``modalities`` (optional).
-        params: the job parameters (see the module docstring; defaults in :data:`DEFAULTS`).
+        params: :class:`ClassConditionalParams`, or the mapping it is read from.
         checkpoint_dir: the engine's checkpoints; a run with the same configuration and data
             resumes from ``latest.pt`` (when ``resume``), another one moves them aside.
         callbacks: engine callbacks (default: an MLflow logger, a no-op without an active run).
@@ -222,13 +253,16 @@ def train_class_conditional_generator(
         ``history``, ``parameters``, ``class_counts`` and ``resumed_from_step``.
     """
     start = time.perf_counter()
-    params = resolve_params(params)
-    num_classes = len(params["class_names"])
-    latents, labels, scale = check_latents_bundle(latents_train, params["label_key"], num_classes)
-    task = build_class_task(params, latents_train.metadata, latents.shape[1])
-    backbone = task.backbone_config(backbone_for(params["backbone"], latents.shape[2:]))
-    config = TrainingConfig.from_dict(params["training"])
+    settings = generator_params(params)
+    num_classes = len(settings.class_names)
+    latents, labels, scale = check_latents_bundle(latents_train, settings.label_key, num_classes)
+    task = build_class_task(settings, latents_train.metadata, latents.shape[1])
+    backbone = task.backbone_config(backbone_for(settings.backbone, latents.shape[2:]))
+    config = TrainingConfig.from_dict(settings.training)
     task_config = task.to_config()
+    # The validated parameters as the plain dict the training block below reads (kept as it
+    # is until it moves onto medgen.training's job).
+    params = config_to_dict(settings)
     checkpoint_dir = Path(checkpoint_dir)
     job = {
         "task": task_config,
@@ -296,7 +330,7 @@ def load_class_conditional_model(
 def generate_class_conditional(
     weights: TensorBundle,
     n_per_class: int,
-    params: Mapping[str, Any] | None = None,
+    params: ClassConditionalParams | Mapping[str, Any] | None = None,
     seed: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample ``n_per_class`` latents of every class with classifier-free guidance.
@@ -304,11 +338,10 @@ def generate_class_conditional(
     Args:
         weights: the bundle from :func:`train_class_conditional_generator`.
         n_per_class: samples per class (>= 1).
-        params: job parameters; ``torch_threads`` and ``sampling`` are read: ``guidance_scale`` (default 2.0; 1.0
-            = no guidance), ``num_steps`` (default null: the strategy's, 30 Euler steps for
-            rflow), ``batch_size`` (samples per network batch, default 8; a guided batch runs
-            ``2 * batch_size``), ``use_ema`` (default true), ``device`` (``auto``/``cpu``/``cuda``).
-        seed: seeds the initial noise (results depend on ``batch_size`` too).
+        params: :class:`ClassConditionalParams` (or its mapping; required, None raises
+            ``ValueError``); ``torch_threads`` and ``sampling`` (:class:`ClassSamplingParams`)
+            are read.
+        seed: seeds the initial noise (results depend on ``sampling.batch_size`` too).
 
     Returns:
         ``(latents, labels)``: float32 ``[N, C, *s]`` on the CPU, *unscaled* (divided by the
@@ -317,26 +350,24 @@ def generate_class_conditional(
     """
     if not isinstance(n_per_class, int) or isinstance(n_per_class, bool) or n_per_class < 1:
         raise ValueError(f"n_per_class must be an int >= 1, got {n_per_class!r}")
-    params = resolve_params(params)
-    sampling = params["sampling"]
-    batch_size = int(sampling["batch_size"])
-    if batch_size < 1:
-        raise ValueError(f"sampling.batch_size must be >= 1, got {batch_size}")
-    device = resolve_device(str(sampling["device"]))
-    task, model = load_class_conditional_model(weights, bool(sampling["use_ema"]), device)
+    settings = generator_params(params)
+    sampling = settings.sampling
+    batch_size = int(sampling.batch_size)
+    device = resolve_device(str(sampling.device))
+    task, model = load_class_conditional_model(weights, bool(sampling.use_ema), device)
     latent_spatial = [int(s) for s in weights.metadata["latent_shape"][1:]]
     data_spatial = [s * task.space.downsample_factor for s in latent_spatial]
     labels = torch.arange(task.mode.num_classes).repeat_interleave(n_per_class)
     generator = torch.Generator(device=device).manual_seed(int(seed))
     chunks = []
-    with torch_threads(params["torch_threads"]):
+    with torch_threads(settings.torch_threads):
         for start in range(0, labels.shape[0], batch_size):
             z = task.generate(
                 model,
                 cond=labels[start : start + batch_size],
                 spatial_shape=data_spatial,
-                num_steps=sampling["num_steps"],
-                guidance_scale=float(sampling["guidance_scale"]),
+                num_steps=sampling.num_steps,
+                guidance_scale=float(sampling.guidance_scale),
                 generator=generator,
                 decode=False,
             )
@@ -348,13 +379,15 @@ def generate_class_conditional(
 
 
 __all__ = [
-    "DEFAULTS",
+    "STRATEGY_DEFAULTS",
+    "ClassConditionalParams",
+    "ClassSamplingParams",
     "LatentLabelDataset",
     "backbone_for",
     "build_class_task",
     "check_latents_bundle",
     "generate_class_conditional",
+    "generator_params",
     "load_class_conditional_model",
-    "resolve_params",
     "train_class_conditional_generator",
 ]

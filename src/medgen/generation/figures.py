@@ -14,7 +14,8 @@ from torch import nn
 from medgen.data.labels import has_lesion
 from medgen.datasets import TensorBundle
 from medgen.diffusion import DiffusionTask, lesion_condition
-from medgen.generation.grids import sample_grid, side_by_side, titled
+from medgen.generation.grids import sample_grid
+from medgen.metrics.images import side_by_side, titled
 from medgen.training import LRFinderResult, MlflowCallback, plot_lr_range_test, save_loss_curve
 
 

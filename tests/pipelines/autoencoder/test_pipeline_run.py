@@ -1,7 +1,9 @@
-"""A test-size run of the autoencoder pipeline, then latent_diffusion in its latent space.
+"""A test-size run of the autoencoder pipeline, then all of latent_diffusion on its outputs.
 
 Both run through Kedro in a temporary copy of the project (env ``test``) on tiny synthetic
-slices (32²) and volumes (16³) written where the catalog expects data_processing's outputs.
+slices (32²) and volumes (16³) written where the catalog expects data_processing's outputs:
+latent_diffusion's image model diffuses in the 2D autoencoder's latent space, and its 3D
+role trains the class-conditional DiT on the 3D latents and decodes volumes with the 3D model.
 """
 
 from __future__ import annotations
@@ -40,6 +42,14 @@ def project(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def latent_diffusion_run(project: Path) -> Path:
+    """The whole latent_diffusion pipeline (2D chain with a latent image model, 3D volumes)."""
+    params = {"latent_diffusion": {"images": {"space": "latent", "resolution": 32}}}
+    run_pipeline(project, "latent_diffusion", params)
+    return project
+
+
 def test_2d_latents_hold_the_posterior_mean_and_the_training_scale_factor(project: Path):
     weights = load(project, "data/06_models/autoencoder/kl_autoencoder_2d.safetensors")
     autoencoder = load_autoencoder(weights)
@@ -71,40 +81,23 @@ def test_stage_2_starts_from_the_stage_1_catalog_weights(project: Path):
         assert torch.equal(stage1[key], stage2[key]), key
 
 
-def test_generated_volumes_are_nifti_with_the_real_voxel_spacing(project: Path):
-    folder = project / "data/07_model_output/autoencoder_3d/nifti"
-    files = sorted(folder.rglob("*.nii.gz"))
-    assert len(files) == 2 * 4  # one volume per class, four modalities
-    assert {f.parent.parent.name for f in files} == {"lesion_absent", "lesion_present"}
-    image = nib.load(files[0])
-    assert image.shape == (16, 16, 16)
-    np.testing.assert_allclose(image.header.get_zooms(), [3.0, 3.0, 3.0])
-    assert nib.aff2axcodes(image.affine) == ("R", "A", "S")
-    data = np.asarray(image.dataobj)
-    assert np.isfinite(data).all() and data.min() >= -1 and data.max() <= 1
-    samples = load(project, "data/07_model_output/autoencoder_3d/samples.safetensors")
-    assert samples["images"].shape == (2, 4, 16, 16, 16)
-    assert samples["lesion_present"].tolist() == [0, 1]
-
-
 def test_summary_reports_finite_reconstruction_quality_and_times(project: Path):
     summary = json.loads((project / "data/08_reporting/autoencoder/summary.json").read_text())
     models = summary["models"]
-    assert set(models) == {
-        "autoencoder_2d", "patch_volume_stage1", "patch_volume_stage2", "generator_3d", "generation_3d"
-    }
+    assert set(models) == {"autoencoder_2d", "patch_volume_stage1", "patch_volume_stage2"}
     for name in ("autoencoder_2d", "patch_volume_stage2"):
         metrics = models[name]["validation_reconstruction"]
         assert {"psnr", "ssim", "mae"} <= set(metrics)
         assert all(math.isfinite(v) for v in metrics.values())
     assert models["autoencoder_2d"]["steps"] == 4  # two phases of two steps
-    for name in ("reconstructions_2d", "reconstructions_3d", "generated_volumes"):
+    for name in ("reconstructions_2d", "reconstructions_3d"):
         assert (project / f"data/08_reporting/autoencoder/{name}.png").is_file()
 
 
-def test_latent_diffusion_trains_and_generates_in_the_autoencoders_latent_space(project: Path):
-    params = {"latent_diffusion": {"images": {"space": "latent", "resolution": 32}}}
-    run_pipeline(project, "latent_diffusion", params)
+def test_latent_diffusion_trains_and_generates_in_the_autoencoders_latent_space(
+    latent_diffusion_run: Path,
+):
+    project = latent_diffusion_run
     bundle = load(project, "data/06_models/latent_diffusion/rflow_bravo_latent/model.safetensors")
     space = bundle.metadata["task"]["space"]
     record = json.loads((project / "data/06_models/autoencoder/latent_space_2d.json").read_text())
@@ -116,3 +109,37 @@ def test_latent_diffusion_trains_and_generates_in_the_autoencoders_latent_space(
     assert (report["mask_resolution"], report["resolution"]) == (16, 32)
     # the pixel-space mask model was not retrained for the latent image model
     assert (project / "data/06_models/latent_diffusion/rflow_seg/model.safetensors").is_file()
+
+
+def test_latent_diffusion_3d_volumes_are_nifti_with_the_real_voxel_spacing(
+    latent_diffusion_run: Path,
+):
+    project = latent_diffusion_run
+    generator = load(project, "data/06_models/latent_diffusion/dit_3d.safetensors")
+    assert generator.metadata["classes"] == ["lesion_absent", "lesion_present"]
+    assert generator.metadata["task"]["space"]["name"] == "precomputed_latent"
+    assert (project / "data/06_models/latent_diffusion/dit_3d/checkpoints/latest.pt").is_file()
+    folder = project / "data/07_model_output/latent_diffusion_3d/nifti"
+    files = sorted(folder.rglob("*.nii.gz"))
+    assert len(files) == 2 * 4  # one volume per class, four modalities
+    assert {f.parent.parent.name for f in files} == {"lesion_absent", "lesion_present"}
+    image = nib.load(files[0])
+    assert image.shape == (16, 16, 16)
+    np.testing.assert_allclose(image.header.get_zooms(), [3.0, 3.0, 3.0])
+    assert nib.aff2axcodes(image.affine) == ("R", "A", "S")
+    data = np.asarray(image.dataobj)
+    assert np.isfinite(data).all() and data.min() >= -1 and data.max() <= 1
+    samples = load(project, "data/07_model_output/latent_diffusion_3d/samples.safetensors")
+    assert samples["images"].shape == (2, 4, 16, 16, 16)
+    assert samples["lesion_present"].tolist() == [0, 1]
+
+
+def test_latent_diffusion_3d_summary_reports_training_and_generation(latent_diffusion_run: Path):
+    reporting = latent_diffusion_run / "data/08_reporting/latent_diffusion_3d"
+    summary = json.loads((reporting / "summary.json").read_text())
+    assert summary["generator"]["steps"] == 2 and math.isfinite(summary["generator"]["final_loss"])
+    assert summary["generation"]["n_volumes"] == 2
+    assert summary["generation"]["per_class"] == {"lesion_absent": 1, "lesion_present": 1}
+    assert summary["generation"]["latent_shape"][0] == 2  # the test autoencoder's latent channels
+    for name in ("generator.json", "generation.json", "generated_volumes.png"):
+        assert (reporting / name).is_file()

@@ -27,8 +27,11 @@ def test_nodes_with_nothing_generated_give_metrics_and_report():
     from tests.evaluation.evaluation_helpers import TINY_PARAMS, real_slices
 
     train, test = real_slices(16, seed=0), real_slices(8, seed=1)
-    network = nodes.train_in_domain_feature_network(train, TINY_PARAMS)
-    metrics = nodes.evaluate_generated_sources(None, test, train, network, None, TINY_PARAMS)
+    seed = TINY_PARAMS["seed"]
+    network = nodes.train_in_domain_feature_network(train, TINY_PARAMS["in_domain_backbone"], seed)
+    metrics = nodes.evaluate_generated_sources(
+        None, test, train, network, None, None, TINY_PARAMS["scoring"], seed
+    )
     assert {s["status"] for s in metrics["sources"]} == {"not present"}
-    page = nodes.build_evaluation_report(metrics, None, test, None, TINY_PARAMS)
+    page = nodes.build_evaluation_report(metrics, None, test, None, TINY_PARAMS["report"])
     assert page.count('class="absent">not present') == 2 and "summary not present" in page

@@ -2,35 +2,47 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-import yaml
 
 from medgen.diffusion import build_task
-from medgen.generation import deep_merge, to_model_bundle
+from medgen.generation import to_model_bundle
 from medgen.pipelines.latent_diffusion import nodes
+from tests.conf_parameters import base_parameters, overridden
 from tests.generation.synthetic_slices import MODALITIES, synthetic_slices
 
-REPO = Path(__file__).resolve().parents[3]
 TINY = {
-    "resolution": 8,
-    "backbone": {
-        "channels": [8, 16],
-        "attention_levels": [False, False],
-        "num_head_channels": 8,
-        "norm_num_groups": 8,
+    "shared": {
+        "resolution": 8,
+        "backbone": {
+            "channels": [8, 16],
+            "attention_levels": [False, False],
+            "num_head_channels": 8,
+            "norm_num_groups": 8,
+        },
+        "strategies": {"rflow": {"num_inference_steps": 2}},
     },
-    "strategies": {"rflow": {"num_inference_steps": 2}},
     "generation": {"n_images": 3, "batch_size": 2, "max_mask_rounds": 1, "grid_columns": 2},
 }
 
 
 @pytest.fixture
 def settings() -> dict:
-    text = (REPO / "conf/base/parameters_latent_diffusion.yml").read_text()
-    return deep_merge(yaml.safe_load(text)["latent_diffusion"], TINY)
+    return overridden(base_parameters("latent_diffusion", "latent_diffusion"), TINY)
+
+
+def generate(masks, images, slices, settings):
+    return nodes.generate_samples(
+        masks,
+        images,
+        slices,
+        settings["masks"],
+        settings["images"],
+        settings["shared"],
+        settings["generation"],
+        None,
+        None,
+    )
 
 
 def tiny_model(mode: str, settings: dict):
@@ -40,12 +52,13 @@ def tiny_model(mode: str, settings: dict):
         "modalities": MODALITIES,
     }
     torch.manual_seed(0)
-    state = build_task(config).build_model(settings["backbone"]).state_dict()
+    backbone = settings["shared"]["backbone"]
+    state = build_task(config).build_model(backbone).state_dict()
     bundle = to_model_bundle(
         state,
         state,
         task_config=config,
-        backbone=settings["backbone"],
+        backbone=backbone,
         info={"resolution": 8, "pixel_spacing_mm": 12.0, "steps": 5},
     )
     return {bundle.metadata["combination"]: lambda: bundle}
@@ -53,13 +66,8 @@ def tiny_model(mode: str, settings: dict):
 
 def test_generate_samples_writes_every_output_per_combination(settings):
     settings["images"]["mode"] = "dual"
-    samples, niftis, grids, report = nodes.generate_samples(
-        tiny_model("seg", settings),
-        tiny_model("dual", settings),
-        synthetic_slices(n=6, size=16),
-        settings,
-        None,
-        None,
+    samples, niftis, grids, report = generate(
+        tiny_model("seg", settings), tiny_model("dual", settings), synthetic_slices(n=6, size=16), settings
     )
     assert sorted(samples) == ["rflow_dual", "rflow_seg"]
     dual = samples["rflow_dual"]
@@ -85,9 +93,13 @@ def test_generate_samples_writes_every_output_per_combination(settings):
 
 def test_generate_samples_names_a_missing_model(settings):
     with pytest.raises(KeyError, match="rflow_bravo"):
-        nodes.generate_samples(
-            tiny_model("seg", settings), {}, synthetic_slices(n=2), settings, None, None
-        )
+        generate(tiny_model("seg", settings), {}, synthetic_slices(n=2), settings)
+
+
+def test_a_misspelt_generation_key_is_refused_with_a_hint(settings):
+    settings["generation"]["n_image"] = 3
+    with pytest.raises(ValueError, match=r"'n_image' \(did you mean 'n_images'\?\)"):
+        generate(tiny_model("seg", settings), tiny_model("bravo", settings), synthetic_slices(n=2), settings)
 
 
 def test_summary_contents():
@@ -128,4 +140,8 @@ def test_summary_contents():
 
 
 def test_lr_finder_node_writes_nothing_unless_enabled(settings):
-    assert nodes.find_learning_rate(synthetic_slices(n=4), settings, None, None, role="masks") == ({}, {})
+    args = (settings["masks"], settings["shared"], settings["lr_finder"], None, None)
+    assert nodes.find_learning_rate(synthetic_slices(n=4), *args, role="masks") == ({}, {})
+    settings["lr_finder"]["num_step"] = 4
+    with pytest.raises(ValueError, match=r"lr_finder.*'num_step' \(did you mean 'num_steps'\?\)"):
+        nodes.find_learning_rate(synthetic_slices(n=4), *args, role="masks")

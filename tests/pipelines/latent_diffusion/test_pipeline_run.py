@@ -1,8 +1,10 @@
-"""One test-size run of the whole latent_diffusion pipeline through Kedro.
+"""One test-size run of latent_diffusion's 2D chain through Kedro.
 
 The run happens in a temporary copy of the project (conf/ + pyproject.toml) with env
 ``test``; instead of running data_processing, tiny slice bundles are written where the
 catalog expects ``slices_2d_{split}``. The LR range test is switched on so its nodes run too.
+The 3D role needs the autoencoder pipeline's 3D model and latents: it runs, with the rest
+of the pipeline, in tests/pipelines/autoencoder/test_pipeline_run.py.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ def project(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def run(project: Path) -> dict:
     start = time.perf_counter()
-    run_id = run_pipeline(project, "latent_diffusion", {"latent_diffusion": {"lr_finder": {"enabled": True}}})
+    params = {"latent_diffusion": {"lr_finder": {"enabled": True}}}
+    run_id = run_pipeline(project, "latent_diffusion", params, tags=["generation_2d"])
     summary = json.loads((project / "data/08_reporting/latent_diffusion/summary.json").read_text())
     return {"seconds": time.perf_counter() - start, "summary": summary, "run_id": run_id}
 

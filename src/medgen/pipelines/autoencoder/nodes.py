@@ -1,4 +1,4 @@
-"""``autoencoder`` nodes: thin calls into `medgen.autoencoder` and `medgen.diffusion`."""
+"""``autoencoder`` nodes: thin calls into `medgen.autoencoder`."""
 
 from __future__ import annotations
 
@@ -8,27 +8,21 @@ from typing import Any
 
 from medgen import runtime
 from medgen.autoencoder import training_2d, training_3d
-from medgen.autoencoder.latents import encode_splits
+from medgen.autoencoder.figures import reconstruction_figure
+from medgen.autoencoder.latents import Encoding2DParams, Encoding3DParams, encode_splits
 from medgen.autoencoder.loading import load_autoencoder
 from medgen.autoencoder.reports import autoencoder_summary, log_summary_to_mlflow
-from medgen.autoencoder.volumes import generate_volumes as generate_volume_outputs
-from medgen.autoencoder.volumes import reconstruction_figure
 from medgen.datasets import TensorBundle
-from medgen.generation.class_conditional_3d import train_class_conditional_generator
 
 log = logging.getLogger(__name__)
 
 
-def _checkpoints(settings: dict[str, Any], name: str) -> Path:
-    return Path(settings["checkpoint_root"], name)
-
-
 def train_autoencoder_2d(
-    train: TensorBundle, val: TensorBundle, settings: dict[str, Any]
+    train: TensorBundle, val: TensorBundle, params: dict[str, Any], checkpoint_root: str
 ) -> tuple[TensorBundle, dict[str, Any], dict[str, Any]]:
     """Train the single-channel 2D VAE-GAN (progressive resolution); weights and report."""
     weights, report = training_2d.train_autoencoder_2d(
-        train, val, settings["autoencoder_2d"], _checkpoints(settings, "kl_autoencoder_2d")
+        train, val, params, Path(checkpoint_root, "kl_autoencoder_2d")
     )
     figure = reconstruction_figure(load_autoencoder(weights), val, per_channel=True)
     return weights, report, {"reconstructions_2d": figure}
@@ -39,17 +33,17 @@ def encode_slices(
     train: TensorBundle,
     val: TensorBundle,
     test: TensorBundle,
-    settings: dict[str, Any],
+    params: dict[str, Any],
 ) -> tuple[TensorBundle, TensorBundle, TensorBundle, dict[str, Any]]:
     """Every slice split as 2D latents (per modality), and the latent-space record."""
-    options = settings["encoding_2d"]
+    options = Encoding2DParams.from_params(params)
     latents = encode_splits(
         load_autoencoder(weights),
         {"train": train, "val": val, "test": test},
         autoencoder_kind=weights.metadata["kind"],
-        modalities=options.get("modalities"),
+        modalities=options.modalities,
         per_channel=True,
-        batch_size=int(options.get("batch_size", 64)),
+        batch_size=options.batch_size,
     )
     meta = latents["train"].metadata
     record = {
@@ -63,23 +57,30 @@ def encode_slices(
 
 
 def train_volume_autoencoder_stage1(
-    train: TensorBundle, val: TensorBundle, settings: dict[str, Any]
+    train: TensorBundle, val: TensorBundle, params: dict[str, Any], checkpoint_root: str
 ) -> tuple[TensorBundle, dict[str, Any]]:
     """Stage 1 of the 3D patch-volume autoencoder: encoder and decoder on random patches."""
     return training_3d.train_patch_volume_stage1(
-        train, val, settings["patch_volume"], _checkpoints(settings, "patch_volume_stage1")
+        train, val, params, Path(checkpoint_root, "patch_volume_stage1")
     )
 
 
 def train_volume_autoencoder_stage2(
-    stage1: TensorBundle, train: TensorBundle, val: TensorBundle, settings: dict[str, Any]
+    stage1: TensorBundle,
+    train: TensorBundle,
+    val: TensorBundle,
+    params: dict[str, Any],
+    checkpoint_root: str,
 ) -> tuple[TensorBundle, dict[str, Any], dict[str, Any]]:
     """Stage 2 from the stage-1 weights: volume-wise decoding on whole volumes."""
     weights, report = training_3d.train_patch_volume_stage2(
-        stage1, train, val, settings["patch_volume"], _checkpoints(settings, "patch_volume_stage2")
+        stage1, train, val, params, Path(checkpoint_root, "patch_volume_stage2")
     )
     figure = reconstruction_figure(
-        load_autoencoder(weights), val, per_channel=False, modalities=weights.metadata.get("modalities")
+        load_autoencoder(weights),
+        val,
+        per_channel=False,
+        modalities=weights.metadata.get("modalities"),
     )
     return weights, report, {"reconstructions_3d": figure}
 
@@ -89,61 +90,30 @@ def encode_volumes(
     train: TensorBundle,
     val: TensorBundle,
     test: TensorBundle,
-    settings: dict[str, Any],
+    params: dict[str, Any],
 ) -> tuple[TensorBundle, TensorBundle, TensorBundle]:
     """Every volume split as 3D latents."""
+    options = Encoding3DParams.from_params(params)
     latents = encode_splits(
         load_autoencoder(weights),
         {"train": train, "val": val, "test": test},
         autoencoder_kind=weights.metadata["kind"],
         modalities=weights.metadata.get("modalities"),
         per_channel=False,
-        batch_size=int(settings["encoding_3d"].get("batch_size", 2)),
+        batch_size=options.batch_size,
     )
     return latents["train"], latents["val"], latents["test"]
 
 
-def train_volume_generator(
-    latents: TensorBundle, settings: dict[str, Any]
-) -> tuple[TensorBundle, dict[str, Any]]:
-    """The class-conditional DiT on the training latents (lesion present / absent)."""
-    return train_class_conditional_generator(
-        latents, settings["generator_3d"], _checkpoints(settings, "dit_3d")
-    )
-
-
-def generate_volumes(
-    generator: TensorBundle,
-    autoencoder: TensorBundle,
-    real: TensorBundle,
-    settings: dict[str, Any],
-) -> tuple[dict[str, Any], TensorBundle, dict[str, Any], dict[str, Any]]:
-    """Volumes of every class: DiT latents decoded tile by tile; NIfTI, tensors, figure, report."""
-    out = generate_volume_outputs(
-        generator,
-        load_autoencoder(autoencoder),
-        real,
-        settings["generation_3d"],
-        generator_params=settings["generator_3d"],
-    )
-    return out.niftis, out.samples, out.figures, out.report
-
-
 def summarise_autoencoders(
-    report_2d: dict[str, Any],
-    report_stage1: dict[str, Any],
-    report_stage2: dict[str, Any],
-    generator_report: dict[str, Any],
-    generation_report: dict[str, Any],
+    report_2d: dict[str, Any], report_stage1: dict[str, Any], report_stage2: dict[str, Any]
 ) -> dict[str, Any]:
-    """``summary.json``: reconstruction quality, times and generation; also logged to MLflow."""
+    """``summary.json``: reconstruction quality and times of each model; also logged to MLflow."""
     summary = autoencoder_summary(
         {
             "autoencoder_2d": report_2d,
             "patch_volume_stage1": report_stage1,
             "patch_volume_stage2": report_stage2,
-            "generator_3d": generator_report,
-            "generation_3d": generation_report,
         },
         runtime.seconds_since_run_start(),
     )

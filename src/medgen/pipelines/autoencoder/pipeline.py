@@ -1,19 +1,18 @@
-"""``autoencoder`` wiring: a 2D and a 3D autoencoder, their latent datasets, 3D generation.
+"""``autoencoder`` wiring: a 2D and a 3D autoencoder and their latent datasets.
 
     2D: train_autoencoder_2d -> encode_slices (latents_2d_<split>, latent_space_2d)
     3D: stage 1 -> stage 2 (from the stage-1 weights, a catalog dataset) -> encode_volumes
-        -> train_volume_generator (class-conditional DiT) -> generate_volumes (NIfTI)
     summarise_autoencoders: data/08_reporting/autoencoder/summary.json
 
-The 2D model and latent-space record feed latent_diffusion's latent space. See
-docs/autoencoder.md.
+The 2D model and latent-space record feed latent_diffusion's latent space; the 3D model and
+latents feed latent_diffusion's 3D role (class-conditional volumes). See docs/autoencoder.md.
 """
 
 from kedro.pipeline import Pipeline, node
 
 from medgen.pipelines.autoencoder import nodes
 
-SETTINGS = "params:autoencoder"
+CHECKPOINT_ROOT = "params:autoencoder.checkpoint_root"
 
 
 def _splits(prefix: str) -> list[str]:
@@ -24,14 +23,19 @@ def create_pipeline(**kwargs) -> Pipeline:
     two_d = [
         node(
             nodes.train_autoencoder_2d,
-            ["slices_2d_train", "slices_2d_val", SETTINGS],
+            [
+                "slices_2d_train",
+                "slices_2d_val",
+                "params:autoencoder.autoencoder_2d",
+                CHECKPOINT_ROOT,
+            ],
             ["autoencoder.model_2d", "autoencoder.autoencoder_2d_report", "autoencoder.figures_2d"],
             name="train_autoencoder_2d",
             tags=["autoencoder_2d", "training"],
         ),
         node(
             nodes.encode_slices,
-            ["autoencoder.model_2d", *_splits("slices_2d"), SETTINGS],
+            ["autoencoder.model_2d", *_splits("slices_2d"), "params:autoencoder.encoding_2d"],
             [*_splits("latents_2d"), "autoencoder.latent_space_2d"],
             name="encode_slices",
             tags=["autoencoder_2d"],
@@ -40,14 +44,25 @@ def create_pipeline(**kwargs) -> Pipeline:
     three_d = [
         node(
             nodes.train_volume_autoencoder_stage1,
-            ["volumes_3d_train", "volumes_3d_val", SETTINGS],
+            [
+                "volumes_3d_train",
+                "volumes_3d_val",
+                "params:autoencoder.patch_volume",
+                CHECKPOINT_ROOT,
+            ],
             ["autoencoder.model_3d_stage1", "autoencoder.patch_volume_stage1_report"],
             name="train_volume_autoencoder_stage1",
             tags=["autoencoder_3d", "training"],
         ),
         node(
             nodes.train_volume_autoencoder_stage2,
-            ["autoencoder.model_3d_stage1", "volumes_3d_train", "volumes_3d_val", SETTINGS],
+            [
+                "autoencoder.model_3d_stage1",
+                "volumes_3d_train",
+                "volumes_3d_val",
+                "params:autoencoder.patch_volume",
+                CHECKPOINT_ROOT,
+            ],
             [
                 "autoencoder.model_3d",
                 "autoencoder.patch_volume_stage2_report",
@@ -58,29 +73,10 @@ def create_pipeline(**kwargs) -> Pipeline:
         ),
         node(
             nodes.encode_volumes,
-            ["autoencoder.model_3d", *_splits("volumes_3d"), SETTINGS],
+            ["autoencoder.model_3d", *_splits("volumes_3d"), "params:autoencoder.encoding_3d"],
             _splits("latents_3d"),
             name="encode_volumes",
             tags=["autoencoder_3d"],
-        ),
-        node(
-            nodes.train_volume_generator,
-            ["latents_3d_train", SETTINGS],
-            ["autoencoder.generator_3d", "autoencoder.generator_3d_report"],
-            name="train_volume_generator",
-            tags=["autoencoder_3d", "generation_3d", "training"],
-        ),
-        node(
-            nodes.generate_volumes,
-            ["autoencoder.generator_3d", "autoencoder.model_3d", "volumes_3d_val", SETTINGS],
-            [
-                "autoencoder.generated_volumes",
-                "autoencoder.generated_samples_3d",
-                "autoencoder.figures_generation",
-                "autoencoder.generation_3d_report",
-            ],
-            name="generate_volumes",
-            tags=["autoencoder_3d", "generation_3d"],
         ),
     ]
     summary = node(
@@ -89,8 +85,6 @@ def create_pipeline(**kwargs) -> Pipeline:
             "autoencoder.autoencoder_2d_report",
             "autoencoder.patch_volume_stage1_report",
             "autoencoder.patch_volume_stage2_report",
-            "autoencoder.generator_3d_report",
-            "autoencoder.generation_3d_report",
         ],
         "autoencoder.summary",
         name="summarise_autoencoders",

@@ -26,7 +26,7 @@ from medgen.data.slicing import (
     extract_volumes,
     load_volumes,
 )
-from medgen.data.splits import SPLIT_NAMES, split_by_patient
+from medgen.data.splits import SPLIT_NAMES, SplitConfig, split_by_patient
 from medgen.data.template import load_brain_template
 from medgen.data.validation import SubjectValidationError, ValidationRules, validate_subject
 from medgen.datasets import LazySubject, SubjectRecord, TensorBundle, fingerprint_of
@@ -111,7 +111,8 @@ def preprocess_cohort(
 
 def split_subjects(validation_report: dict[str, Any], split: dict[str, Any]) -> dict[str, list[str]]:
     """Seeded patient-level train/val/test split, checked for overlap."""
-    return split_by_patient(validation_report["valid"], split["fractions"], split["seed"], split["patient_pattern"])
+    config = SplitConfig.from_params(split)
+    return split_by_patient(validation_report["valid"], config.fractions, config.seed, config.patient_pattern)
 
 
 def make_model_inputs(

@@ -7,6 +7,7 @@ from typing import Any
 
 from medgen.datasets import TensorBundle
 from medgen.evaluation import (
+    ReportParams,
     build_report,
     collect_sources,
     evaluate_sources,
@@ -18,9 +19,11 @@ from medgen.evaluation import (
 Partitions = Mapping[str, Callable[[], TensorBundle]] | None
 
 
-def train_in_domain_feature_network(slices: TensorBundle, params: dict[str, Any]) -> TensorBundle:
+def train_in_domain_feature_network(
+    slices: TensorBundle, params: dict[str, Any], seed: int
+) -> TensorBundle:
     """Train the offline in-domain FID encoder on the real training slices."""
-    return train_feature_network(slices, params["in_domain_backbone"], seed=int(params.get("seed", 0)))
+    return train_feature_network(slices, params, seed=seed)
 
 
 def evaluate_generated_sources(
@@ -29,12 +32,14 @@ def evaluate_generated_sources(
     train: TensorBundle,
     feature_network: TensorBundle,
     latent_diffusion_summary: Mapping[str, Any] | None,
+    volumes_summary: Mapping[str, Any] | None,
     params: dict[str, Any],
+    seed: int,
 ) -> dict[str, Any]:
     """Score every generated source present and log the numbers to MLflow."""
-    # latent_diffusion_summary is not used here: it is an input only so that Kedro runs
-    # this node after latent_diffusion in `kedro run` (see pipeline.py).
-    metrics = evaluate_sources(samples, reference, train, feature_network, params)
+    # The two summaries are not used here: they are inputs only so that Kedro runs this
+    # node after latent_diffusion's 2D chain and 3D role in `kedro run` (see pipeline.py).
+    metrics = evaluate_sources(samples, reference, train, feature_network, params, seed)
     log_to_mlflow(metrics)
     return metrics
 
@@ -48,9 +53,15 @@ def build_evaluation_report(
     training_reports: Partitions = None,
 ) -> str:
     """The self-contained report.html."""
+    options = ReportParams.from_params(params)
     sources, _ = collect_sources(samples, [])
-    reference = select_reference(reference, params.get("reference_slices", "all"))
-    grid = int(params.get("report", {}).get("grid_samples", 8))
+    # the reference slices the metrics were computed against, as metrics.json records them
+    reference = select_reference(reference, metrics["reference"]["slices"])
     return build_report(
-        metrics, sources, reference, latent_diffusion_summary, grid_samples=grid, training_reports=training_reports
+        metrics,
+        sources,
+        reference,
+        latent_diffusion_summary,
+        grid_samples=options.grid_samples,
+        training_reports=training_reports,
     )

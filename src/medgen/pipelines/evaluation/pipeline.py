@@ -3,10 +3,11 @@
 Ordering in ``kedro run``: Kedro orders nodes only by dataset dependencies, and the
 generated samples are read through ``evaluation.generated_samples`` (a collection of
 every ``data/07_model_output/**/samples.safetensors``), a name no pipeline writes. So
-the metrics node also takes ``latent_diffusion.summary``, the last output of
-latent_diffusion: in ``__default__`` this makes evaluation wait for latent_diffusion;
-run alone (``--pipeline evaluation``) it is a free input read from disk. Both inputs
-are optional (see docs/evaluation.md): absent sources are reported as "not present".
+the metrics node also takes ``latent_diffusion.summary`` and
+``latent_diffusion.volumes.summary``, the last outputs of latent_diffusion's 2D chain and
+3D role: in ``__default__`` this makes evaluation wait for both; run alone
+(``--pipeline evaluation``) they are free inputs read from disk. All are optional (see
+docs/evaluation.md): absent sources are reported as "not present".
 """
 
 from kedro.pipeline import Pipeline, node
@@ -19,7 +20,11 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 nodes.train_in_domain_feature_network,
-                ["slices_2d_train", "params:evaluation"],
+                [
+                    "slices_2d_train",
+                    "params:evaluation.in_domain_backbone",
+                    "params:evaluation.seed",
+                ],
                 "evaluation.in_domain_backbone",
                 name="train_in_domain_feature_network",
             ),
@@ -31,7 +36,9 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "slices_2d_train",
                     "evaluation.in_domain_backbone",
                     "latent_diffusion.summary",
-                    "params:evaluation",
+                    "latent_diffusion.volumes.summary",
+                    "params:evaluation.scoring",
+                    "params:evaluation.seed",
                 ],
                 "evaluation.metrics",
                 name="evaluate_generated_sources",
@@ -43,7 +50,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "evaluation.generated_samples",
                     "slices_2d_test",
                     "latent_diffusion.summary",
-                    "params:evaluation",
+                    "params:evaluation.report",
                     "evaluation.training_reports",
                 ],
                 "evaluation.report",

@@ -1,8 +1,9 @@
 """``latent_diffusion`` nodes: thin calls into `medgen.generation`.
 
-Outputs keyed by combination (``<strategy>_<mode>``) are dicts saved by partitioned
-datasets, so each combination lands in its own folder and runs with other combinations
-add to, rather than replace, what is on disk.
+The 2D chain's outputs keyed by combination (``<strategy>_<mode>``) are dicts saved by
+partitioned datasets, so each combination lands in its own folder and runs with other
+combinations add to, rather than replace, what is on disk. The 3D role (``volumes``) trains
+one class-conditional DiT on the autoencoder pipeline's 3D latents and decodes its volumes.
 """
 
 from __future__ import annotations
@@ -14,13 +15,12 @@ from typing import Any
 
 import torch
 
-from medgen import generation as G
-from medgen import runtime
+from medgen import generation, runtime
 from medgen.autoencoder.loading import load_autoencoder
 from medgen.datasets import TensorBundle
 from medgen.diffusion import build_task
-from medgen.generation import figures
-from medgen.generation.settings import ROLES
+from medgen.generation import figures, volumes_3d
+from medgen.generation.class_conditional_3d import train_class_conditional_generator
 from medgen.training import TrainingConfig, lr_range_test
 
 log = logging.getLogger(__name__)
@@ -28,27 +28,33 @@ Partitions = Mapping[str, Callable[[], Any]]
 
 
 def _settings(
-    settings: dict[str, Any], role: str, modalities: list[str], latent_space: dict | None
-) -> G.ModelSettings:
+    role: str,
+    role_params: dict[str, Any],
+    shared: dict[str, Any],
+    modalities: list[str],
+    latent_space: dict | None,
+) -> generation.ModelSettings:
     """The ``role`` model's settings, its latent space completed from the autoencoder's record."""
-    return G.with_latent_space(G.model_settings(settings, role, modalities), latent_space)
+    s = generation.model_settings(role, role_params, shared, modalities)
+    return generation.with_latent_space(s, latent_space)
 
 
-def _autoencoder(s: G.ModelSettings, weights: TensorBundle | None):
+def _autoencoder(s: generation.ModelSettings, weights: TensorBundle | None):
     """The frozen autoencoder a latent-space role encodes with; None in pixel space."""
     return load_autoencoder(weights) if s.space == "latent" else None
 
 
 def train_diffusion_model(
     slices: TensorBundle,
-    settings: dict[str, Any],
+    role_params: dict[str, Any],
+    shared: dict[str, Any],
     autoencoder: TensorBundle | None,
     latent_space: dict[str, Any] | None,
     role: str,
 ) -> tuple[dict[str, TensorBundle], dict[str, dict], dict[str, Any]]:
     """Train the ``role`` model of the chain; returns its model, report and figures."""
-    s = _settings(settings, role, slices.metadata["modalities"], latent_space)
-    data = G.prepare_slices(slices, s.resolution, s.train_slices)
+    s = _settings(role, role_params, shared, slices.metadata["modalities"], latent_space)
+    data = generation.prepare_slices(slices, s.resolution, s.train_slices)
     log.info(
         "training %s on %d slices at %d² (torch threads %d)",
         s.combination,
@@ -56,7 +62,7 @@ def train_diffusion_model(
         s.resolution,
         torch.get_num_threads(),
     )
-    run = G.train_diffusion_model(
+    run = generation.train_diffusion_model(
         data,
         task_config=s.task_config,
         backbone=s.backbone,
@@ -75,14 +81,14 @@ def train_diffusion_model(
         "steps": run.result.steps,
         "training": run.result.config,
     }
-    bundle = G.to_model_bundle(
+    bundle = generation.to_model_bundle(
         run.result.model_state,
         run.result.ema_state,
         task_config=s.task_config,
         backbone=s.backbone,
         info=info,
     )
-    report = G.training_report(
+    report = generation.training_report(
         run.result,
         combination=s.combination,
         role=role,
@@ -92,7 +98,7 @@ def train_diffusion_model(
         steps_before=run.resumed_from_step,
     )
     preview = figures.training_preview(
-        *G.load_diffusion_model(bundle, autoencoder=_autoencoder(s, autoencoder)), data
+        *generation.load_diffusion_model(bundle, autoencoder=_autoencoder(s, autoencoder)), data
     )
     # The loss curve reaches MLflow from the training callback (<combo>_loss_curve.png).
     figures.log_images_to_mlflow({"training_preview": preview}, f"latent_diffusion/{s.combination}")
@@ -105,26 +111,28 @@ def train_diffusion_model(
 
 def find_learning_rate(
     slices: TensorBundle,
-    settings: dict[str, Any],
+    role_params: dict[str, Any],
+    shared: dict[str, Any],
+    lr_finder: dict[str, Any],
     autoencoder: TensorBundle | None,
     latent_space: dict[str, Any] | None,
     role: str,
 ) -> tuple[dict[str, Any], dict[str, dict]]:
     """LR range test of the ``role`` model when ``lr_finder.enabled`` (else writes nothing)."""
-    options = dict(settings.get("lr_finder") or {})
-    if not options.pop("enabled", False):
+    finder = generation.LrFinderParams.from_params(lr_finder)
+    if not finder.enabled:
         log.info("lr_finder.enabled is false: skipping the LR range test for %s", role)
         return {}, {}
-    s = _settings(settings, role, slices.metadata["modalities"], latent_space)
+    s = _settings(role, role_params, shared, slices.metadata["modalities"], latent_space)
     task = build_task(s.task_config, _autoencoder(s, autoencoder))
     config = TrainingConfig.from_dict(s.training)
     torch.manual_seed(config.seed)
     result = lr_range_test(
         task.build_model(s.backbone),
         task.loss,
-        G.SliceDataset(G.prepare_slices(slices, s.resolution, s.train_slices)),
+        generation.SliceDataset(generation.prepare_slices(slices, s.resolution, s.train_slices)),
         config,
-        **options,
+        **finder.sweep(),
     )
     name = f"lr_range_test_{s.combination}"
     plot = figures.lr_range_test_image(result)
@@ -133,10 +141,10 @@ def find_learning_rate(
         "combination": s.combination,
         "suggested_lr": result.suggested_lr,
         "diverged_lr": result.diverged_lr,
-        "configured_lr": s.training.get("lr"),
+        "configured_lr": config.lr,
         "lrs": result.lrs,
         "smoothed_losses": result.losses,
-        **options,
+        **finder.sweep(),
     }
     return {name: plot}, {name: suggestion}
 
@@ -145,17 +153,21 @@ def generate_samples(
     mask_models: Partitions,
     image_models: Partitions,
     real_slices: TensorBundle,
-    settings: dict[str, Any],
+    masks_params: dict[str, Any],
+    images_params: dict[str, Any],
+    shared: dict[str, Any],
+    generation_params: dict[str, Any],
     autoencoder: TensorBundle | None,
     latent_space: dict[str, Any] | None,
 ) -> tuple[dict[str, TensorBundle], dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Masks from the mask model, images from the image model conditioned on them."""
     start = time.perf_counter()
     modalities = real_slices.metadata["modalities"]
-    mask_s, image_s = (_settings(settings, role, modalities, latent_space) for role in ROLES)
+    mask_s = _settings("masks", masks_params, shared, modalities, latent_space)
+    image_s = _settings("images", images_params, shared, modalities, latent_space)
     if mask_s.space != "pixel":
         raise ValueError("latent_diffusion.masks.space must be pixel: masks are not encoded")
-    options = dict(settings["generation"])
+    options = generation.GenerationParams.from_params(generation_params)
     bundles = {}
     for s, models in ((mask_s, mask_models), (image_s, image_models)):
         if s.combination not in models:
@@ -164,10 +176,10 @@ def generate_samples(
                 f"(found {sorted(models)}): run the training nodes first"
             )
         bundles[s.combination] = models[s.combination]()
-    result = G.generate_outputs(
+    result = generation.generate_outputs(
         bundles[mask_s.combination],
         bundles[image_s.combination],
-        G.resize_slices(real_slices, image_s.resolution),
+        generation.resize_slices(real_slices, image_s.resolution),
         options,
         autoencoder=_autoencoder(image_s, autoencoder),
     )
@@ -186,4 +198,36 @@ def summarise_run(
         mask_reports[generation_report["mask_combination"]](),
         image_reports[generation_report["image_combination"]](),
     ]
-    return G.run_summary(trainings, generation_report, runtime.seconds_since_run_start())
+    return generation.run_summary(trainings, generation_report, runtime.seconds_since_run_start())
+
+
+def train_volume_generator(
+    latents: TensorBundle, generator_params: dict[str, Any], checkpoint_dir: str
+) -> tuple[TensorBundle, dict[str, Any]]:
+    """The class-conditional 3D DiT on the training latents (lesion present / absent)."""
+    return train_class_conditional_generator(latents, generator_params, checkpoint_dir)
+
+
+def generate_volumes(
+    generator: TensorBundle,
+    autoencoder: TensorBundle,
+    real: TensorBundle,
+    generator_params: dict[str, Any],
+    generation_params: dict[str, Any],
+) -> tuple[dict[str, Any], TensorBundle, dict[str, Any], dict[str, Any]]:
+    """Volumes of every class: DiT latents decoded tile by tile; NIfTI, tensors, figure, report."""
+    out = volumes_3d.generate_volumes(
+        generator, load_autoencoder(autoencoder), real, generation_params, generator_params
+    )
+    return out.niftis, out.samples, out.figures, out.report
+
+
+def summarise_volumes(
+    generator_report: dict[str, Any], generation_report: dict[str, Any]
+) -> dict[str, Any]:
+    """The 3D role's ``summary.json`` (training and generation); also logged to MLflow."""
+    summary = volumes_3d.volumes_summary(
+        generator_report, generation_report, runtime.seconds_since_run_start()
+    )
+    volumes_3d.log_volumes_summary_to_mlflow(summary)
+    return summary
