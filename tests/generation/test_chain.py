@@ -119,10 +119,10 @@ def test_roles_are_checked_and_samplers_reported():
             batch_size=1,
             seed=0,
         )
-    assert sampler_settings(rflow_task("seg", steps=30), None) == ("euler", 30)
+    assert sampler_settings(rflow_task("seg", steps=30), None) == ("euler", 30, 30)
     ddpm = build_task({"strategy": {"name": "ddpm"}, "mode": "dual", "modalities": MODALITIES})
-    assert sampler_settings(ddpm, None) == ("ddim", 50)
-    assert sampler_settings(ddpm, 20) == ("ddim", 20)
+    assert sampler_settings(ddpm, None) == ("ddim", 50, 50)
+    assert sampler_settings(ddpm, 20) == ("ddim", 20, 20)
 
 
 def test_masks_are_resized_to_an_image_model_working_at_another_resolution():

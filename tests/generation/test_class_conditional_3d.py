@@ -54,13 +54,13 @@ def test_train_resume_and_generate(tmp_path):
     dataset.save(weights)
     weights = dataset.load()
 
-    # same data and configuration: continues from the checkpoint of step 4
-    more = {**PARAMS, "training": {**PARAMS["training"], "max_steps": 6}}
-    with pytest.warns(UserWarning, match=r"changed training parameters \['max_steps'\]"):
-        _, resumed = train_class_conditional_generator(bundle, more, tmp_path / "ckpt")
-    assert resumed["resumed_from_step"] == 4 and resumed["steps"] == 6
+    # same data and configuration: the finished job is read back from its checkpoint
+    again, repeated = train_class_conditional_generator(bundle, PARAMS, tmp_path / "ckpt")
+    assert repeated["resumed_from_step"] == 4 and repeated["steps"] == 4
+    assert repeated["history"] == report["history"]
+    assert all(torch.equal(again.tensors[k], v) for k, v in weights.tensors.items())
     # another bundle (scale factor): the old checkpoints are moved aside, training starts afresh
-    _, fresh = train_class_conditional_generator(_latents(scale=3.0), more, tmp_path / "ckpt")
+    _, fresh = train_class_conditional_generator(_latents(scale=3.0), PARAMS, tmp_path / "ckpt")
     assert fresh["resumed_from_step"] == 0 and (tmp_path / "ckpt.stale" / "latest.pt").is_file()
 
     latents, labels = generate_class_conditional(weights, 2, PARAMS, seed=3)

@@ -83,7 +83,7 @@ def _source_section(entry: Mapping[str, Any], source: GeneratedSource | None, re
         return f'<h3>{_text(name)}</h3><p class="absent">not present: {_text(entry["note"])}</p>'
     meta = entry.get("metadata", {})
     facts = ", ".join(
-        f"{key}={_text(meta[key])}" for key in ("strategy", "mode", "target_names", "sampler", "num_steps", "guidance_scale", "seed") if key in meta
+        f"{key}={_text(meta[key])}" for key in ("strategy", "mode", "target_names", "sampler", "num_steps", "network_evaluations", "guidance_scale", "seed") if key in meta
     )
     parts = [
         f"<h3>{_text(name)}</h3>",

@@ -27,10 +27,12 @@ class ChainSamples:
     mask_rounds: int  # sampling rounds spent on masks (more than 1 when empty ones were redrawn)
 
 
-def sampler_settings(task: DiffusionTask, num_steps: int | None) -> tuple[str, int]:
-    """``(sampler name, number of network evaluations)`` a `generate` call will use."""
+def sampler_settings(task: DiffusionTask, num_steps: int | None) -> tuple[str, int, int]:
+    """``(sampler name, solver steps, network evaluations per sample)`` a `generate` call with
+    ``num_steps`` (None: the strategy's) will use; the two counts differ for Heun (EDM)."""
     strategy = task.strategy
-    return str(strategy.sampler), strategy.num_sampling_steps(num_steps)
+    steps = strategy.num_solver_steps(num_steps)
+    return str(strategy.sampler), steps, strategy.network_evaluations(steps)
 
 
 def generate_in_batches(

@@ -4,9 +4,10 @@ The job behind the ``latent_diffusion`` (3D) nodes, after BiFlowNet / 3D MedDiff
 2024): a DiT (:mod:`medgen.models.dit`) learns the autoencoder pipeline's latents conditioned on a
 per-subject class (``lesion_present`` in the volumes bundle), with classifier-free guidance.
 
-* :func:`train_class_conditional_generator` trains through the engine (``medgen.training.train``,
-  with EMA, checkpoints and exact resume) on the ``latents`` bundle: no encoder runs, the
-  ``precomputed_latent`` space only multiplies by the bundle's ``scale_factor``.
+* :func:`train_class_conditional_generator` trains one `medgen.training.TrainingJob` (factory
+  :func:`build_generator_task`; EMA, checkpoints, exact resume, 1..N workers) on the ``latents``
+  bundle: no encoder runs, the ``precomputed_latent`` space only multiplies by the bundle's
+  ``scale_factor``.
 * :func:`generate_class_conditional` samples ``n`` latents per class, unscaled, ready for the
   autoencoder's (tiled) decoder; decoding and NIfTI writing are the caller's.
 
@@ -18,7 +19,6 @@ conf/base/parameters_latent_diffusion.yml (no defaults in code).
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,14 +27,13 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from medgen.config import config_to_dict, config_tree_from_params
+from medgen.config import config_tree_from_params
 from medgen.data.cohort import IMAGE_MODALITIES
 from medgen.datasets import TensorBundle
 from medgen.diffusion.task import DiffusionTask, build_task
 from medgen.generation.model_bundle import combination_name, state_from_bundle, to_model_bundle
 from medgen.runtime import torch_threads
-from medgen.training import MlflowCallback, TrainingConfig, train
-from medgen.training.checkpoint import latest_step, prepare_checkpoint_dir
+from medgen.training import TrainingConfig, TrainingJob, TrainingTask, run_job
 from medgen.training.setup import resolve_device
 
 SECTION = "latent_diffusion.volumes.generator"
@@ -49,7 +48,7 @@ LATENT_KEY = "latents"
 class ClassSamplingParams:
     """``sampling``: how :func:`generate_class_conditional` samples.
 
-    guidance_scale: classifier-free guidance (1.0: none). num_steps: network evaluations (null:
+    guidance_scale: classifier-free guidance (1.0: none). num_steps: solver steps (null:
     the strategy's ``num_inference_steps``). batch_size: samples per network batch (a guided
     batch runs twice as many). use_ema: sample with the EMA weights. device: ``auto`` / ``cpu``
     / ``cuda``.
@@ -226,13 +225,30 @@ def _fingerprint(latents: torch.Tensor, labels: torch.Tensor) -> str:
     return TensorBundle({"latents": latents, "labels": labels}).fingerprint(("latents", "labels"))
 
 
+def build_generator_task(
+    data: Mapping[str, TensorBundle],
+    *,
+    task_config: dict[str, Any],
+    backbone: dict[str, Any],
+    label_key: str,
+    seed: int,
+) -> TrainingTask:
+    """The generator's job factory, run in every worker: the latents and labels, a fresh DiT
+    seeded with ``seed`` (the same initial weights on every rank and every re-run)."""
+    latents = data["latents"]
+    task = build_task(task_config)
+    torch.manual_seed(seed)
+    model = task.build_model(backbone)
+    train_data = LatentLabelDataset(latents[LATENT_KEY], latents[label_key], label_key)
+    return TrainingTask(model=model, loss_fn=task.loss, train_data=train_data)
+
+
 def train_class_conditional_generator(
     latents_train: TensorBundle,
-    params: Mapping[str, Any] | None,
+    params: Mapping[str, Any] | ClassConditionalParams,
     checkpoint_dir: str | Path,
     *,
     resume: bool = True,
-    callbacks: Sequence[Any] | None = None,
 ) -> tuple[TensorBundle, dict[str, Any]]:
     """Train a class-conditional DiT on a ``latents`` bundle; return ``(weights, report)``.
 
@@ -242,9 +258,9 @@ def train_class_conditional_generator(
             with ``scale_factor`` (required), ``downsample_factor``, ``latent_channels``,
             ``per_channel``, ``modalities`` (optional).
         params: :class:`ClassConditionalParams`, or the mapping it is read from.
-        checkpoint_dir: the engine's checkpoints; a run with the same configuration and data
-            resumes from ``latest.pt`` (when ``resume``), another one moves them aside.
-        callbacks: engine callbacks (default: an MLflow logger, a no-op without an active run).
+        checkpoint_dir: the training job's folder (`medgen.training.TrainingJob`): the same
+            configuration and data continue ``latest.pt`` (when ``resume``) or read a finished
+            run back; another one moves the folder aside and trains afresh.
 
     Returns:
         The weights as a safetensors-ready `TensorBundle` (raw + EMA; metadata: task config,
@@ -252,7 +268,6 @@ def train_class_conditional_generator(
         training config) and a report with ``steps``, ``final_loss``, ``seconds``,
         ``history``, ``parameters``, ``class_counts`` and ``resumed_from_step``.
     """
-    start = time.perf_counter()
     settings = generator_params(params)
     num_classes = len(settings.class_names)
     latents, labels, scale = check_latents_bundle(latents_train, settings.label_key, num_classes)
@@ -260,40 +275,32 @@ def train_class_conditional_generator(
     backbone = task.backbone_config(backbone_for(settings.backbone, latents.shape[2:]))
     config = TrainingConfig.from_dict(settings.training)
     task_config = task.to_config()
-    # The validated parameters as the plain dict the training block below reads (kept as it
-    # is until it moves onto medgen.training's job).
-    params = config_to_dict(settings)
-    checkpoint_dir = Path(checkpoint_dir)
-    job = {
-        "task": task_config,
-        "backbone": backbone,
-        "latent_shape": list(latents.shape[1:]),
-        "data": _fingerprint(latents, labels),
-    }
-    resumable = prepare_checkpoint_dir(checkpoint_dir, job) and resume
-    resumed_from = latest_step(checkpoint_dir) if resumable else 0
-    torch.manual_seed(config.seed)  # the same initial weights on every (re-)run
-    model = task.build_model(backbone)
-    if callbacks is None:
-        prefix = combination_name(task_config)
-        callbacks = [MlflowCallback(prefix=prefix, artifact_path=f"latent_diffusion_3d/{prefix}")]
-    with torch_threads(params["torch_threads"]):
-        result = train(
-            model,
-            task.loss,
-            LatentLabelDataset(latents, labels, params["label_key"]),
-            config,
-            checkpoint_dir=checkpoint_dir,
-            resume=resumable,
-            callbacks=callbacks,
-        )
+    name = combination_name(task_config)
+    job = TrainingJob(
+        name=name,
+        factory=build_generator_task,
+        config=config,
+        checkpoint_dir=checkpoint_dir,
+        data={"latents": TensorBundle({LATENT_KEY: latents, settings.label_key: labels})},
+        options={
+            "task_config": task_config,
+            "backbone": backbone,
+            "label_key": settings.label_key,
+            "seed": config.seed,
+        },
+        torch_threads=settings.torch_threads,
+        resume=resume,
+        artifact_path=f"latent_diffusion_3d/{name}",
+    )
+    outcome = run_job(job)
+    result = outcome.result
     steps = [r for r in result.history if r["kind"] == "step"]
     class_counts = torch.bincount(labels, minlength=num_classes).tolist()
     info = {
         "latent_shape": list(latents.shape[1:]),
         "scale_factor": scale,
-        "classes": list(params["class_names"]),
-        "label_key": params["label_key"],
+        "classes": list(settings.class_names),
+        "label_key": settings.label_key,
         "class_counts": class_counts,
         "training": result.config,
     }
@@ -304,11 +311,11 @@ def train_class_conditional_generator(
         "steps": result.steps,
         "epochs": result.epochs,
         "final_loss": steps[-1]["loss"] if steps else None,
-        "seconds": time.perf_counter() - start,
+        "seconds": outcome.seconds,
         "history": result.history,
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters": sum(v.numel() for v in result.model_state.values()),
         "class_counts": class_counts,
-        "resumed_from_step": resumed_from,
+        "resumed_from_step": outcome.resumed_from_step,
     }
     return weights, json.loads(json.dumps(report))
 

@@ -144,8 +144,12 @@ def generate_outputs(
             opts.guidance_scale,
         ),
     ):
-        sampler, num_steps = sampler_settings(task, steps)
-        samplers[combo] = {"sampler": sampler, "num_steps": num_steps}
+        sampler, num_steps, evaluations = sampler_settings(task, steps)
+        samplers[combo] = {
+            "sampler": sampler,
+            "num_steps": num_steps,
+            "network_evaluations": evaluations,
+        }
         out.samples[combo] = samples_bundle(
             images,
             masks,
@@ -154,6 +158,7 @@ def generate_outputs(
             target_names=task.mode.target_names,
             sampler=sampler,
             num_steps=num_steps,
+            network_evaluations=evaluations,
             guidance_scale=guidance,
             seed=int(opts.seed),
             pixel_spacing_mm=pixel_spacing,

@@ -6,7 +6,8 @@
   order of ``metadata.target_names`` (for ``seg``: the generated mask itself, in [-1, 1]);
 * ``masks`` uint8 ``[N, 1, H, W]`` in {0, 1}: the binary mask each image was conditioned
   on (for ``seg``: the generated mask thresholded at 0);
-* metadata: strategy, mode, target_names, sampler, num_steps, guidance_scale, seed,
+* metadata: strategy, mode, target_names, sampler, num_steps (solver steps),
+  network_evaluations (per sample), guidance_scale, seed,
   pixel_spacing_mm, source_models (+ resolution, n).
 
 Alongside: one NIfTI per generated image and mask, and PNG grids.
@@ -33,6 +34,7 @@ def samples_bundle(
     target_names: Sequence[str],
     sampler: str,
     num_steps: int,
+    network_evaluations: int,
     guidance_scale: float,
     seed: int,
     pixel_spacing_mm: float | None,
@@ -53,6 +55,7 @@ def samples_bundle(
         "target_names": list(target_names),
         "sampler": sampler,
         "num_steps": int(num_steps),
+        "network_evaluations": int(network_evaluations),
         "guidance_scale": float(guidance_scale),
         "seed": int(seed),
         "pixel_spacing_mm": pixel_spacing_mm,

@@ -45,9 +45,9 @@ def _one_of(section: str, key: str, value: Any, allowed: Sequence[str]) -> None:
 class SharedModelParams:
     """``latent_diffusion.shared``: what both models of the chain use unless a role overrides.
 
-    strategy: ``rflow`` | ``ddpm``. space: ``pixel`` | ``latent`` (the autoencoder
+    strategy: ``rflow`` | ``ddpm`` | ``edm``. space: ``pixel`` | ``latent`` (the autoencoder
     pipeline's 2D model). resolution: training and generation size. strategies: options per
-    strategy (`medgen.diffusion.rflow` / `ddpm`). backbone: `medgen.models.build_diffusion_unet`
+    strategy (`medgen.diffusion.rflow` / `ddpm` / `edm`). backbone: `medgen.models.build_diffusion_unet`
     options. training: a `medgen.training.TrainingConfig` dict. resources: a
     `medgen.training.Resources` dict. torch_threads: threads per worker (null: cores /
     workers). checkpoint_root: checkpoints go to ``<root>/<combination>/checkpoints``.

@@ -73,8 +73,6 @@ def train_diffusion_model(
         torch_threads=s.torch_threads,
         autoencoder=autoencoder if s.space == "latent" else None,
     )
-    if run is None:  # another node of a multi-node job: the first node saves
-        return {}, {}, {}
     info = {
         "resolution": s.resolution,
         "pixel_spacing_mm": data.metadata.get("pixel_spacing_mm"),
