@@ -43,7 +43,11 @@ def timed_run(root: Path, env: str) -> dict:
         raise SystemExit(completed.stdout[-3000:] + completed.stderr[-3000:])
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     summary = json.loads((root / "data/08_reporting/data_summary.json").read_text())
-    return {"wall_seconds": round(seconds, 1), "pipeline_seconds": summary["elapsed_seconds"], "peak_rss_mib_so_far": round(peak_kib / 1024)}
+    return {
+        "wall_seconds": round(seconds, 1),
+        "pipeline_seconds": summary["elapsed_seconds"],
+        "peak_rss_mib_so_far": round(peak_kib / 1024),
+    }
 
 
 def main() -> None:

@@ -44,7 +44,9 @@ def run_pipeline(
         bootstrap_project(project)
         run_id = None
         try:
-            with KedroSession.create(project_path=project, env="test", runtime_params=params or None) as session:
+            with KedroSession.create(
+                project_path=project, env="test", runtime_params=params or None
+            ) as session:
                 session.run(pipeline_names=[pipeline], tags=tags)
                 run_id = mlflow.active_run().info.run_id if mlflow.active_run() else None
         finally:

@@ -8,7 +8,14 @@ from kedro.framework.project import configure_project, pipelines
 from kedro.io import DataCatalog, MemoryDataset
 
 REPO = Path(__file__).resolve().parents[1]
-PIPELINES = ["data_processing", "autoencoder", "latent_diffusion", "inpainting", "text2image_rlhf", "evaluation"]
+PIPELINES = [
+    "data_processing",
+    "autoencoder",
+    "latent_diffusion",
+    "inpainting",
+    "text2image_rlhf",
+    "evaluation",
+]
 
 
 @pytest.fixture(scope="module")

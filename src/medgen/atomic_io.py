@@ -64,7 +64,9 @@ def atomic_write_local(path: str | os.PathLike, data: bytes | Callable[[BinaryIO
     fsync_directory(target.parent)
 
 
-def atomic_write_bytes(fs: fsspec.AbstractFileSystem, protocol: str, path: str, data: bytes) -> None:
+def atomic_write_bytes(
+    fs: fsspec.AbstractFileSystem, protocol: str, path: str, data: bytes
+) -> None:
     """Atomically write ``data`` to ``path`` on ``fs`` (local or object store)."""
     if protocol == "file":
         atomic_write_local(path, data)

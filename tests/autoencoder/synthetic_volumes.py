@@ -13,7 +13,7 @@ def synthetic_volumes(n: int = 4, shape=(16, 16, 16), seed: int = 0) -> TensorBu
     """An ellipsoid 'brain' per volume; odd volumes hold a cubic lesion (lesion_present 1)."""
     g = torch.Generator().manual_seed(seed)
     axes = torch.meshgrid(*(torch.arange(s, dtype=torch.float32) for s in shape), indexing="ij")
-    brain = sum(((a - (s - 1) / 2) / (0.4 * s)) ** 2 for a, s in zip(axes, shape)) <= 1
+    brain = sum(((a - (s - 1) / 2) / (0.4 * s)) ** 2 for a, s in zip(axes, shape, strict=True)) <= 1
     images = torch.full((n, len(MODALITIES), *shape), -1.0)
     images[:, :, brain] = 0.1 * torch.randn(n, len(MODALITIES), int(brain.sum()), generator=g)
     seg = torch.zeros(n, 1, *shape, dtype=torch.uint8)

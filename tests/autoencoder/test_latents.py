@@ -72,7 +72,9 @@ def test_joint_encoding_and_channel_count_errors():
 def test_scale_factor_is_inverse_std_of_training_latents_and_shared_by_all_splits(tmp_path):
     ae = PoolingAutoencoder()
     splits = {"train": bundle(6, 0), "val": bundle(3, 1)}
-    out = encode_splits(ae, splits, autoencoder_kind="pooling", modalities=["bravo"], per_channel=True)
+    out = encode_splits(
+        ae, splits, autoencoder_kind="pooling", modalities=["bravo"], per_channel=True
+    )
     train_latents = ae.encode(splits["train"]["images"][:, 2:3])
     expected = 1.0 / float(train_latents.std())
     assert out["train"].metadata["scale_factor"] == pytest.approx(expected, rel=1e-6)

@@ -148,12 +148,18 @@ def test_trunk_weights_load_from_the_hub_cache_or_an_explicit_path(tmp_path, mon
     state = _fake_imagenet_trunk(torchvision_trunk_weights_file("alex"))
     from_hub = PerceptualLoss(net="alex", pretrained_backbone=True)
     assert from_hub.backbone_name == "lpips-alex"
-    torch.testing.assert_close(from_hub.lpips.net.slice1.get_submodule("0").weight, state["features.0.weight"])
-    torch.testing.assert_close(from_hub.lpips.net.slice5.get_submodule("10").bias, state["features.10.bias"])
+    torch.testing.assert_close(
+        from_hub.lpips.net.slice1.get_submodule("0").weight, state["features.0.weight"]
+    )
+    torch.testing.assert_close(
+        from_hub.lpips.net.slice5.get_submodule("10").bias, state["features.10.bias"]
+    )
 
     other = _fake_imagenet_trunk(tmp_path / "mine" / "alex.pth", seed=8)
     explicit = PerceptualLoss(net="alex", weights_path=tmp_path / "mine" / "alex.pth")
-    torch.testing.assert_close(explicit.lpips.net.slice2.get_submodule("3").weight, other["features.3.weight"])
+    torch.testing.assert_close(
+        explicit.lpips.net.slice2.get_submodule("3").weight, other["features.3.weight"]
+    )
     assert "trunk from" in explicit.backbone_name
     with pytest.raises(MissingWeightsError, match="nothere.pth"):
         PerceptualLoss(net="alex", weights_path=tmp_path / "nothere.pth")

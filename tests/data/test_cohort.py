@@ -9,7 +9,9 @@ from medgen.data.lesions import ENHANCING, NECROTIC, OEDEMA
 from medgen.data.template import load_brain_template
 from medgen.datasets import SubjectFolderDataset
 
-CONFIG = CohortConfig(n_subjects=2, lesion_count_probabilities=(0.0, 0.0, 1.0, 0.0), inpainting_masks=2)
+CONFIG = CohortConfig(
+    n_subjects=2, lesion_count_probabilities=(0.0, 0.0, 1.0, 0.0), inpainting_masks=2
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +32,13 @@ def test_files_follow_brats_naming(subject):
 def test_same_seed_same_subject(subject):
     again = synthesise_subject(load_brain_template(2), CONFIG, 1)
     for suffix, image in subject.images.items():
-        np.testing.assert_array_equal(np.asarray(image.dataobj), np.asarray(again.images[suffix].dataobj))
+        np.testing.assert_array_equal(
+            np.asarray(image.dataobj), np.asarray(again.images[suffix].dataobj)
+        )
     other = synthesise_subject(load_brain_template(2), CONFIG, 0)
-    assert not np.array_equal(np.asarray(other.images["t1_pre"].dataobj), np.asarray(subject.images["t1_pre"].dataobj))
+    assert not np.array_equal(
+        np.asarray(other.images["t1_pre"].dataobj), np.asarray(subject.images["t1_pre"].dataobj)
+    )
 
 
 def test_lesions_enhance_and_oedema_is_bright_on_flair(subject):

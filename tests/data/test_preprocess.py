@@ -34,11 +34,17 @@ def _to_lps(image: nib.Nifti1Image) -> nib.Nifti1Image:
 def test_lps_input_gives_the_same_ras_output(tmp_path: Path):
     images = tiny_subject_images()
     ras = preprocess_subject(_record(tmp_path / "ras", images), ValidationRules(), CONFIG)
-    lps = preprocess_subject(_record(tmp_path / "lps", {k: _to_lps(v) for k, v in images.items()}), ValidationRules(), CONFIG)
+    lps = preprocess_subject(
+        _record(tmp_path / "lps", {k: _to_lps(v) for k, v in images.items()}),
+        ValidationRules(),
+        CONFIG,
+    )
     assert nib.aff2axcodes(lps.images["t1_pre"].affine) == ("R", "A", "S")
     for suffix in images:
         np.testing.assert_allclose(lps.images[suffix].affine, ras.images[suffix].affine, atol=1e-5)
-        np.testing.assert_allclose(lps.images[suffix].get_fdata(), ras.images[suffix].get_fdata(), atol=1e-4)
+        np.testing.assert_allclose(
+            lps.images[suffix].get_fdata(), ras.images[suffix].get_fdata(), atol=1e-4
+        )
 
 
 def test_geometry_intensities_and_labels(tmp_path: Path):
@@ -62,7 +68,10 @@ def test_geometry_intensities_and_labels(tmp_path: Path):
 
 
 def test_resampling_to_coarser_spacing(tmp_path: Path):
-    fine = {k: nib.Nifti1Image(np.asarray(v.dataobj), np.diag([1.0, 1.0, 1.0, 1.0])) for k, v in tiny_subject_images().items()}
+    fine = {
+        k: nib.Nifti1Image(np.asarray(v.dataobj), np.diag([1.0, 1.0, 1.0, 1.0]))
+        for k, v in tiny_subject_images().items()
+    }
     config = PreprocessConfig(spacing_mm=(2.0, 2.0, 2.0), spatial_size=(12, 12, 10))
     out = preprocess_subject(_record(tmp_path, fine), ValidationRules(), config)
     np.testing.assert_allclose(out.images["t1_pre"].header.get_zooms()[:3], (2.0, 2.0, 2.0))
@@ -74,7 +83,9 @@ def test_voided_image_is_scaled_like_its_source(tmp_path: Path):
     source = np.asarray(images["t1_pre"].dataobj)
     mask = np.asarray(images["mask-0000"].dataobj) > 0
     images["t1n"] = images["t1_pre"]
-    images["t1n-voided-0000"] = nib.Nifti1Image(np.where(mask, 0, source).astype(np.float32), AFFINE)
+    images["t1n-voided-0000"] = nib.Nifti1Image(
+        np.where(mask, 0, source).astype(np.float32), AFFINE
+    )
     out = preprocess_subject(_record(tmp_path, images), ValidationRules(), CONFIG)
     full = out.images["t1n"].get_fdata()
     voided = out.images["t1n-voided-0000"].get_fdata()
@@ -86,7 +97,9 @@ def test_percentile_scaling_closed_form():
     volume = np.arange(101, dtype=np.float32)
     bounds = percentile_bounds(volume, (10, 90))
     assert bounds == (10.0, 90.0)
-    np.testing.assert_allclose(scale_to_unit_range(np.array([10.0, 50.0, 90.0, 200.0]), bounds), [-1, 0, 1, 1])
+    np.testing.assert_allclose(
+        scale_to_unit_range(np.array([10.0, 50.0, 90.0, 200.0]), bounds), [-1, 0, 1, 1]
+    )
     with pytest.raises(ValueError, match="constant image"):
         percentile_bounds(np.ones(10), (1, 99))
 

@@ -48,7 +48,9 @@ def test_axial_plane_orientation():
 def test_slices_keep_only_brain_and_resize(tmp_path: Path):
     records = _cohort(tmp_path)
     loaded = load_volumes(records, ["S-0", "S-1"], ["t1_pre", "flair"])
-    bundle = extract_slices(loaded, SliceConfig(modalities=("t1_pre", "flair"), size=8, min_brain_fraction=0.5), "train")
+    bundle = extract_slices(
+        loaded, SliceConfig(modalities=("t1_pre", "flair"), size=8, min_brain_fraction=0.5), "train"
+    )
     assert bundle["images"].shape == (8, 2, 8, 8)  # 4 brain slices x 2 subjects
     assert bundle["slice_index"].tolist() == [3, 4, 5, 6, 3, 4, 5, 6]
     assert bundle["subject_index"].tolist() == [0] * 4 + [1] * 4
@@ -67,7 +69,11 @@ def test_slices_keep_only_brain_and_resize(tmp_path: Path):
 
 def test_volumes_and_lesion_label(tmp_path: Path):
     records = _cohort(tmp_path)
-    bundle = extract_volumes(load_volumes(records, ["S-1"], ["t1_pre"]), VolumeConfig(modalities=("t1_pre",), size=(6, 8, 5)), "val")
+    bundle = extract_volumes(
+        load_volumes(records, ["S-1"], ["t1_pre"]),
+        VolumeConfig(modalities=("t1_pre",), size=(6, 8, 5)),
+        "val",
+    )
     assert bundle["images"].shape == (1, 1, 6, 8, 5)
     assert bundle["seg"].shape == (1, 1, 6, 8, 5)
     assert bundle["lesion_present"].tolist() == [1]

@@ -56,7 +56,9 @@ def test_bad_fractions(fractions, message):
 
 def test_overlap_is_detected():
     with pytest.raises(SplitOverlapError, match="patient BraTS-MET-00001"):
-        assert_disjoint({"train": ["BraTS-MET-00001-000"], "val": [], "test": ["BraTS-MET-00001-001"]}, PATTERN)
+        assert_disjoint(
+            {"train": ["BraTS-MET-00001-000"], "val": [], "test": ["BraTS-MET-00001-001"]}, PATTERN
+        )
 
 
 def test_ids_without_a_timepoint_are_their_own_patient():

@@ -66,7 +66,11 @@ def test_nan_and_inf_voxels(tmp_path: Path):
 
 def test_4d_file(tmp_path: Path):
     volume = np.zeros((*SHAPE, 2), np.float32)
-    _expect(_write(tmp_path, t1_pre=nib.Nifti1Image(volume, AFFINE)), "t1_pre", "expected a 3D volume, got 4D")
+    _expect(
+        _write(tmp_path, t1_pre=nib.Nifti1Image(volume, AFFINE)),
+        "t1_pre",
+        "expected a 3D volume, got 4D",
+    )
 
 
 def test_shape_mismatch(tmp_path: Path):
@@ -78,7 +82,11 @@ def test_affine_mismatch(tmp_path: Path):
     shifted = AFFINE.copy()
     shifted[0, 3] += 1.5
     seg = tiny_subject_images()["seg"]
-    _expect(_write(tmp_path, seg=nib.Nifti1Image(np.asarray(seg.dataobj), shifted)), "seg", "affine differs")
+    _expect(
+        _write(tmp_path, seg=nib.Nifti1Image(np.asarray(seg.dataobj), shifted)),
+        "seg",
+        "affine differs",
+    )
 
 
 def test_affine_within_tolerance_is_accepted(tmp_path: Path):
@@ -91,7 +99,11 @@ def test_affine_within_tolerance_is_accepted(tmp_path: Path):
 def test_non_binary_mask(tmp_path: Path):
     mask = np.asarray(tiny_subject_images()["mask-0000"].dataobj).copy()
     mask[0, 0, 0] = 2
-    _expect(_write(tmp_path, **{"mask-0000": nib.Nifti1Image(mask, AFFINE)}), "mask-0000", "expected a binary mask")
+    _expect(
+        _write(tmp_path, **{"mask-0000": nib.Nifti1Image(mask, AFFINE)}),
+        "mask-0000",
+        "expected a binary mask",
+    )
 
 
 def test_non_integer_labels(tmp_path: Path):

@@ -23,7 +23,8 @@ def test_absent_json_loads_none_and_save_goes_through(tmp_path):
 
 def test_configured_default_is_returned_as_a_copy(tmp_path):
     dataset = OptionalDataset(
-        dataset={"type": "json.JSONDataset", "filepath": str(tmp_path / "x.json")}, default={"a": []}
+        dataset={"type": "json.JSONDataset", "filepath": str(tmp_path / "x.json")},
+        default={"a": []},
     )
     first = dataset.load()
     first["a"].append(1)
@@ -60,6 +61,8 @@ def test_present_but_unreadable_data_still_raises(tmp_path):
     """Only absence is tolerated: a corrupt file is an error, never silently None."""
     path = tmp_path / "samples.safetensors"
     path.write_bytes(b"not a safetensors file")
-    dataset = OptionalDataset(dataset={"type": "medgen.datasets.TensorDataset", "filepath": str(path)})
+    dataset = OptionalDataset(
+        dataset={"type": "medgen.datasets.TensorDataset", "filepath": str(path)}
+    )
     with pytest.raises(DatasetError, match="unreadable"):
         dataset.load()

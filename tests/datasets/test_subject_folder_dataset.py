@@ -12,8 +12,12 @@ from tests.conftest import tiny_subject_images, write_subject
 
 def _payload(value: float = 1.0) -> SubjectPayload:
     image = nib.Nifti1Image(np.full((4, 4, 4), value, np.float32), np.diag([2, 2, 2, 1.0]))
-    label = nib.Nifti1Image(np.eye(4, dtype=np.uint8)[:, :, None].repeat(4, 2), np.diag([2, 2, 2, 1.0]))
-    return SubjectPayload(images={"t1_pre": image, "seg": label}, metadata={"lesions": [], "value": value})
+    label = nib.Nifti1Image(
+        np.eye(4, dtype=np.uint8)[:, :, None].repeat(4, 2), np.diag([2, 2, 2, 1.0])
+    )
+    return SubjectPayload(
+        images={"t1_pre": image, "seg": label}, metadata={"lesions": [], "value": value}
+    )
 
 
 def test_save_then_load_round_trip(tmp_path: Path):
@@ -71,7 +75,9 @@ def test_failed_build_keeps_earlier_subjects(tmp_path: Path):
         raise RuntimeError("generator bug")
 
     with pytest.raises(DatasetError, match="generator bug"):
-        dataset.save({"S-1": LazySubject("fp", lambda: _payload(1.0)), "S-2": LazySubject("x", explode)})
+        dataset.save(
+            {"S-1": LazySubject("fp", lambda: _payload(1.0)), "S-2": LazySubject("x", explode)}
+        )
     assert dataset.load()["S-1"].load("t1_pre").get_fdata().mean() == 1.0
     assert not (tmp_path / "c/S-2").exists()
 
@@ -88,9 +94,13 @@ def test_stale_subjects_written_by_medgen_are_removed_but_foreign_ones_kept(tmp_
 def test_foreign_data_with_aliases(tiny_cohort: Path):
     for folder in tiny_cohort.iterdir():
         for suffix, alias in (("t1_pre", "t1n"), ("t1_gd", "t1c")):
-            (folder / f"{folder.name}-{suffix}.nii.gz").rename(folder / f"{folder.name}-{alias}.nii.gz")
+            (folder / f"{folder.name}-{suffix}.nii.gz").rename(
+                folder / f"{folder.name}-{alias}.nii.gz"
+            )
     (tiny_cohort / "SUBJ-00000-000" / "README.txt").write_text("ignored")
-    dataset = SubjectFolderDataset(path=str(tiny_cohort), suffix_aliases={"t1n": "t1_pre", "t1c": "t1_gd"}, read_only=True)
+    dataset = SubjectFolderDataset(
+        path=str(tiny_cohort), suffix_aliases={"t1n": "t1_pre", "t1c": "t1_gd"}, read_only=True
+    )
     record = dataset.load()["SUBJ-00000-000"]
     assert {"t1_pre", "t1_gd", "flair", "bravo", "seg"} <= set(record.files)
     assert record.metadata == {}

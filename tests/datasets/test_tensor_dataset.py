@@ -75,7 +75,9 @@ def test_fingerprint_tracks_values_shapes_keys_and_optionally_metadata():
     a = TensorBundle({"x": torch.arange(6.0), "n": torch.tensor(3)}, {"k": 1})
     same = TensorBundle({"n": torch.tensor(3), "x": torch.arange(6.0)}, {"k": 2})
     assert a.fingerprint() == same.fingerprint()  # key order and metadata do not matter ...
-    assert a.fingerprint(with_metadata=True) != same.fingerprint(with_metadata=True)  # ... unless asked
+    assert a.fingerprint(with_metadata=True) != same.fingerprint(
+        with_metadata=True
+    )  # ... unless asked
     changed = TensorBundle({"x": torch.arange(6.0).flip(0), "n": torch.tensor(3)})
     reshaped = TensorBundle({"x": torch.arange(6.0).view(2, 3), "n": torch.tensor(3)})
     assert len({a.fingerprint(), changed.fingerprint(), reshaped.fingerprint()}) == 3

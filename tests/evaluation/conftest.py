@@ -25,4 +25,6 @@ def samples():
 
 @pytest.fixture(scope="session")
 def metrics(real, feature_network, samples):
-    return evaluate_sources(samples, real["test"], real["train"], feature_network, TINY_SCORING, seed=0)
+    return evaluate_sources(
+        samples, real["test"], real["train"], feature_network, TINY_SCORING, seed=0
+    )

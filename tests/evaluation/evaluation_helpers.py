@@ -23,7 +23,11 @@ TINY_PARAMS = {
         "reference_slices": "all",
         "expected_sources": ["latent_diffusion", "inpainting"],
         "max_generated": 16,
-        "fid": {"backbones": ["in_domain", "inception_v3"], "on_missing_weights": "report", "batch_size": 32},
+        "fid": {
+            "backbones": ["in_domain", "inception_v3"],
+            "on_missing_weights": "report",
+            "batch_size": 32,
+        },
         "lpips": {"net": "alex", "pretrained_backbone": False, "max_pairs": 8},
         "ms_ssim": {"max_pairs": 8},
         "fidelity": {
@@ -82,7 +86,9 @@ def real_slices(n: int = 24, size: int = 64, seed: int = 0) -> TensorBundle:
     )
 
 
-def generated_bundle(mode: str = "bravo", n: int = 12, size: int = 32, seed: int = 1) -> TensorBundle:
+def generated_bundle(
+    mode: str = "bravo", n: int = 12, size: int = 32, seed: int = 1
+) -> TensorBundle:
     """A fake latent_diffusion samples.safetensors bundle at a smaller size than the real slices."""
     real = real_slices(n, size, seed)
     masks = (real["seg"] > 0).to(torch.uint8)

@@ -20,14 +20,23 @@ def _source(metrics, name):
 
 def _record(entry, metric, backbone_prefix=""):
     return next(
-        r for r in entry["metrics"] if r["metric"] == metric and r["backbone"].startswith(backbone_prefix)
+        r
+        for r in entry["metrics"]
+        if r["metric"] == metric and r["backbone"].startswith(backbone_prefix)
     )
 
 
 def test_metrics_json_schema_is_strict_json(metrics):
     json.dumps(metrics, allow_nan=False)
     assert numbers_are_finite(metrics)
-    assert {"schema_version", "reference", "backbones", "feature_network", "lpips", "sources"} <= set(metrics)
+    assert {
+        "schema_version",
+        "reference",
+        "backbones",
+        "feature_network",
+        "lpips",
+        "sources",
+    } <= set(metrics)
     for entry in metrics["sources"]:
         assert {"source", "status"} <= set(entry)
         for record in entry.get("metrics", []):
@@ -47,7 +56,11 @@ def test_image_source_has_fid_with_floor_diversity_and_fidelity(metrics):
     # slices: 10 vs 6); value and floor at the smaller half's count
     assert fid["n_real"] == fid["n_generated"] == 6
     assert "protocol" in fid["details"]
-    assert fid["details"]["real_split"] == {"by": "group (patient-disjoint halves)", "groups_a": 2, "groups_b": 1}
+    assert fid["details"]["real_split"] == {
+        "by": "group (patient-disjoint halves)",
+        "groups_a": 2,
+        "groups_b": 1,
+    }
     lpips = _record(entry, "lpips_diversity")
     assert "random-init" in lpips["backbone"]
     ms_ssim = _record(entry, "ms_ssim_diversity")
@@ -80,7 +93,12 @@ def test_mask_source_is_scored_against_real_masks(metrics):
     entry = _source(metrics, "latent_diffusion/ddpm_seg")
     assert entry["kind"] == "mask_2d"
     names = {r["metric"] for r in entry["metrics"]}
-    assert {"fid", "ms_ssim_diversity", "lesion_present_fraction", "mean_lesion_area_fraction"} <= names
+    assert {
+        "fid",
+        "ms_ssim_diversity",
+        "lesion_present_fraction",
+        "mean_lesion_area_fraction",
+    } <= names
     assert _record(entry, "lesion_present_fraction")["floor"] == pytest.approx(0.5)
 
 
@@ -104,7 +122,9 @@ def test_source_kinds_registry():
 def test_source_without_evaluator_is_listed(real, feature_network):
     volume = TensorBundle({"images": generated_bundle()["images"][:, :, None]}, {"mode": "bravo"})
     params = scoring(fid={"backbones": ["in_domain"]})
-    out = evaluate_sources(partitions(vol=volume), real["test"], real["train"], feature_network, params, seed=0)
+    out = evaluate_sources(
+        partitions(vol=volume), real["test"], real["train"], feature_network, params, seed=0
+    )
     assert _source(out, "latent_diffusion/vol")["status"] == "no evaluator"
 
 
@@ -129,5 +149,7 @@ def test_floors_split_by_slice_when_the_reference_has_no_patients(real, feature_
 
 def test_misspelt_fidelity_setting_is_refused(real, feature_network, samples):
     params = scoring(fidelity={"epoch": 3})
-    with pytest.raises(ValueError, match="scoring.fidelity.*'epoch' \\(did you mean 'epochs'\\?\\)"):
+    with pytest.raises(
+        ValueError, match="scoring.fidelity.*'epoch' \\(did you mean 'epochs'\\?\\)"
+    ):
         evaluate_sources(samples, real["test"], real["train"], feature_network, params, seed=0)

@@ -42,7 +42,11 @@ def test_loss_curves_come_from_training_reports(metrics, samples):
     sources, _ = collect_sources(samples, [])
     history = loss_summary()["training"]["ddpm_bravo"]["history"]
     page = build_report(
-        metrics, sources, real_slices(16, seed=5), {"combinations": ["ddpm_bravo"]}, grid_samples=3,
+        metrics,
+        sources,
+        real_slices(16, seed=5),
+        {"combinations": ["ddpm_bravo"]},
+        grid_samples=3,
         training_reports={"ddpm_bravo": lambda: {"combination": "ddpm_bravo", "history": history}},
     )
     assert "no loss history" not in page and "latent_diffusion training loss" in page

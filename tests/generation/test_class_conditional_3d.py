@@ -97,10 +97,14 @@ def test_bad_bundles_and_params_are_named(tmp_path):
 
 def test_misspelt_or_missing_generator_keys_are_named():
     section = "latent_diffusion.volumes.generator"
-    with pytest.raises(ValueError, match=rf"Unknown {section} .*'trainig' \(did you mean 'training'\?\)"):
+    with pytest.raises(
+        ValueError, match=rf"Unknown {section} .*'trainig' \(did you mean 'training'\?\)"
+    ):
         ClassConditionalParams.from_params({**PARAMS, "trainig": {}})
     sampling = {**PARAMS["sampling"], "guidance": 2.0}
-    with pytest.raises(ValueError, match=r"sampling parameters: 'guidance' \(did you mean 'guidance_scale'"):
+    with pytest.raises(
+        ValueError, match=r"sampling parameters: 'guidance' \(did you mean 'guidance_scale'"
+    ):
         ClassConditionalParams.from_params({**PARAMS, "sampling": sampling})
     training = {**PARAMS["training"], "max_step": 3}
     with pytest.raises(ValueError, match=r"'max_step' \(did you mean 'max_steps'\?\)"):

@@ -39,7 +39,9 @@ def test_role_blocks_override_single_keys_of_the_shared_defaults():
 
 def test_a_changed_shared_key_reaches_both_roles():
     params = parameters()
-    params["shared"] = deep_merge(params["shared"], {"training": {"batch_size": 4}, "resolution": 16})
+    params["shared"] = deep_merge(
+        params["shared"], {"training": {"batch_size": 4}, "resolution": 16}
+    )
     for role in ("masks", "images"):
         s = settings(params, role)
         assert s.training["batch_size"] == 4 and s.resolution == 16
@@ -82,7 +84,12 @@ def test_a_latent_role_is_completed_from_the_autoencoders_record():
     params["images"] = {**params["images"], "space": "latent", "resolution": 64}
     s = settings(params, "images")
     assert (s.space, s.resolution, s.combination) == ("latent", 64, "rflow_bravo_latent")
-    record = {"latent_channels": 3, "downsample_factor": 4, "scale_factor": 0.7, "per_channel": True}
+    record = {
+        "latent_channels": 3,
+        "downsample_factor": 4,
+        "scale_factor": 0.7,
+        "per_channel": True,
+    }
     latent = with_latent_space(s, record)
     assert latent.task_config["space"] == {"name": "latent", **record}
     assert latent.checkpoint_dir == s.checkpoint_dir  # named after the latent combination

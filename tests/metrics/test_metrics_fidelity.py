@@ -140,4 +140,7 @@ def test_chance_dice_scores_segmentations_against_other_patients_masks():
     single = conditioning_fidelity(
         _Threshold(), images, masks, images, masks, real_groups=torch.zeros(4)
     )
-    assert single.details["chance_dice"] is None and "single patient" in single.details["chance_meaning"]
+    assert (
+        single.details["chance_dice"] is None
+        and "single patient" in single.details["chance_meaning"]
+    )

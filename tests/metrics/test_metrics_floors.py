@@ -37,11 +37,15 @@ def _best_imbalance(sizes: list[int]) -> int:
 )
 def test_grouped_halves_share_no_group_and_are_as_balanced_as_possible(sizes):
     rng = np.random.default_rng(0)
-    groups = rng.permutation(np.repeat(np.arange(len(sizes)) * 10 + 7, sizes))  # any labels, any order
+    groups = rng.permutation(
+        np.repeat(np.arange(len(sizes)) * 10 + 7, sizes)
+    )  # any labels, any order
     for seed in range(5):
         a, b = split_real_halves(len(groups), seed=seed, groups=groups)
         assert not set(groups[a]) & set(groups[b])
-        assert sorted(np.concatenate([a, b]).tolist()) == list(range(len(groups)))  # nothing dropped
+        assert sorted(np.concatenate([a, b]).tolist()) == list(
+            range(len(groups))
+        )  # nothing dropped
         assert len(a) - len(b) == _best_imbalance(sizes)  # A is the larger half
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import sys
 
 import torch
-
 from torch.utils.data import TensorDataset
 
 from medgen.datasets import TensorBundle

@@ -89,9 +89,13 @@ def test_a_finished_job_is_read_back_a_changed_one_retrains_and_bookkeeping_does
     assert wider.result.model_state["0.weight"].shape == (8, 6)
     assert (tmp_path / "ckpt.stale" / "latest.pt").is_file()
 
-    other_data = run_job(job(tmp_path / "ckpt", options={"hidden": 8}, data={
-        "regression": training_tasks.regression_bundle(n=40)
-    }))
+    other_data = run_job(
+        job(
+            tmp_path / "ckpt",
+            options={"hidden": 8},
+            data={"regression": training_tasks.regression_bundle(n=40)},
+        )
+    )
     assert other_data.resumed_from_step == 0 and not other_data.skipped
 
 

@@ -119,8 +119,14 @@ def run_regression_job_as_node(checkpoint_dir: str, resources: dict, out: str) -
 
     torch.set_num_threads(1)
     config = TrainingConfig(
-        max_steps=6, batch_size=4, lr=0.05, ema_decay=0.8, log_every=1, seed=5,
-        progress=False, device="cpu",
+        max_steps=6,
+        batch_size=4,
+        lr=0.05,
+        ema_decay=0.8,
+        log_every=1,
+        seed=5,
+        progress=False,
+        device="cpu",
     )
     job = TrainingJob(
         name="regression",
@@ -133,7 +139,12 @@ def run_regression_job_as_node(checkpoint_dir: str, resources: dict, out: str) -
     outcome = run_job(job)
     result = outcome.result
     torch.save(
-        {"model": result.model_state, "ema": result.ema_state, "history": result.history,
-         "steps": result.steps, "skipped": outcome.skipped},
+        {
+            "model": result.model_state,
+            "ema": result.ema_state,
+            "history": result.history,
+            "steps": result.steps,
+            "skipped": outcome.skipped,
+        },
         out,
     )

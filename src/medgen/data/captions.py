@@ -31,7 +31,9 @@ def caption_for(modality: str, lesions: list[dict]) -> str:
         return f"{name} brain MRI without visible metastases."
     largest = lesions[0]  # describe_lesions sorts by diameter, largest first
     count = "a single metastasis" if len(lesions) == 1 else f"{len(lesions)} metastases"
-    location = f"the {largest['side']} {largest['lobe']}" + ("" if largest["lobe"] == "cerebellum" else " lobe")
+    location = f"the {largest['side']} {largest['lobe']}" + (
+        "" if largest["lobe"] == "cerebellum" else " lobe"
+    )
     return f"{name} brain MRI with {count}; largest {largest['diameter_mm']:.0f} mm in {location}."
 
 
@@ -42,7 +44,11 @@ def _relative_path(subject: str, modality: str) -> str:
 def build_captions(records: dict[str, SubjectRecord], modalities: list[str]) -> pd.DataFrame:
     """One row per (subject, modality) for subjects whose generator metadata is known."""
     rows = [
-        {"path": _relative_path(sid, m), "text": caption_for(m, rec.metadata["lesions"]), "modality": m}
+        {
+            "path": _relative_path(sid, m),
+            "text": caption_for(m, rec.metadata["lesions"]),
+            "modality": m,
+        }
         for sid, rec in sorted(records.items())
         if "lesions" in rec.metadata
         for m in modalities

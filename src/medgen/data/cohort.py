@@ -44,8 +44,22 @@ IMAGE_MODALITIES = ("t1_pre", "t1_gd", "flair", "bravo")
 _CONTRASTS = {
     "t1_pre": {"csf": None, "necrotic": 0.25, "enhancing": 0.55, "oedema": 0.85},
     "t1_gd": {"csf": None, "necrotic": 0.25, "enhancing": 1.25, "oedema": 0.85},
-    "flair": {"csf": 0.12, "gm": 0.62, "wm": 0.45, "necrotic": 0.55, "enhancing": 0.8, "oedema": 1.9},
-    "bravo": {"csf": 0.1, "gm": 0.45, "wm": 0.95, "necrotic": 0.2, "enhancing": 1.35, "oedema": 0.8},
+    "flair": {
+        "csf": 0.12,
+        "gm": 0.62,
+        "wm": 0.45,
+        "necrotic": 0.55,
+        "enhancing": 0.8,
+        "oedema": 1.9,
+    },
+    "bravo": {
+        "csf": 0.1,
+        "gm": 0.45,
+        "wm": 0.95,
+        "necrotic": 0.2,
+        "enhancing": 1.35,
+        "oedema": 0.8,
+    },
 }
 
 
@@ -92,7 +106,9 @@ def subject_id(config: CohortConfig, index: int) -> str:
     return f"{config.subject_prefix}-{index:05d}-000"
 
 
-def _deform(template: BrainTemplate, config: CohortConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def _deform(
+    template: BrainTemplate, config: CohortConfig, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """One random affine + elastic warp applied jointly to T1 and the tissue maps."""
     voxel_mm = float(template.voxel_size_mm.mean())
     warp = Rand3DElastic(
@@ -128,14 +144,20 @@ def _render_contrast(
     else:
         csf = np.clip(anatomy["brain"] - anatomy["gm"] - anatomy["wm"], 0.0, 1.0)
         image = spec["csf"] * csf + spec["gm"] * anatomy["gm"] + spec["wm"] * anatomy["wm"]
-    oedema, necrotic, enhancing = compartments["oedema"], compartments["necrotic"], compartments["enhancing"]
+    oedema, necrotic, enhancing = (
+        compartments["oedema"],
+        compartments["necrotic"],
+        compartments["enhancing"],
+    )
     image = image * (1 - oedema) + np.clip(image * spec["oedema"], 0, 1.4) * oedema
     tumour = np.clip(necrotic + enhancing, 0, 1)
     image = image * (1 - tumour) + spec["necrotic"] * necrotic + spec["enhancing"] * enhancing
     return image * anatomy["brain"]
 
 
-def _acquire(image: np.ndarray, config: CohortConfig, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+def _acquire(
+    image: np.ndarray, config: CohortConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, dict]:
     """Scanner effects: intensity jitter, smooth bias field, Rician noise (MONAI transforms)."""
     gain = 1.0 + rng.uniform(-config.intensity_jitter, config.intensity_jitter)
     gamma = 1.0 + rng.uniform(-config.intensity_jitter, config.intensity_jitter)
@@ -149,7 +171,11 @@ def _acquire(image: np.ndarray, config: CohortConfig, rng: np.random.Generator) 
     tensor = torch.from_numpy(image[None].astype(np.float32))
     tensor = noise(bias(tensor))
     acquired = np.asarray(tensor, dtype=np.float32)[0]
-    return acquired, {"noise_std": round(noise_std, 4), "bias_coeff": round(bias_strength, 4), "gain": round(gain, 4)}
+    return acquired, {
+        "noise_std": round(noise_std, 4),
+        "bias_coeff": round(bias_strength, 4),
+        "gain": round(gain, 4),
+    }
 
 
 def _int16_image(volume: np.ndarray, affine: np.ndarray, scale: float) -> nib.Nifti1Image:
@@ -168,9 +194,17 @@ def synthesise_subject(template: BrainTemplate, config: CohortConfig, index: int
     voxel_mm = float(template.voxel_size_mm.mean())
     anatomy = _deform(template, config, rng)
 
-    n_lesions = int(rng.choice(len(config.lesion_count_probabilities), p=config.lesion_count_probabilities))
+    n_lesions = int(
+        rng.choice(len(config.lesion_count_probabilities), p=config.lesion_count_probabilities)
+    )
     specs = sample_lesion_specs(
-        rng, n_lesions, anatomy["brain"], anatomy["gm"], anatomy["wm"], voxel_mm, config.lesion_radius_mm
+        rng,
+        n_lesions,
+        anatomy["brain"],
+        anatomy["gm"],
+        anatomy["wm"],
+        voxel_mm,
+        config.lesion_radius_mm,
     )
     seg = render_lesions(specs, anatomy["brain"], anatomy["wm"], rng)
     # Slightly blurred compartments give partial-volume edges instead of voxel steps.
@@ -184,10 +218,14 @@ def synthesise_subject(template: BrainTemplate, config: CohortConfig, index: int
     images: dict[str, nib.Nifti1Image] = {}
     acquisition: dict[str, dict] = {}
     for modality in IMAGE_MODALITIES:
-        volume, acquisition[modality] = _acquire(_render_contrast(modality, anatomy, compartments), config, rng)
+        volume, acquisition[modality] = _acquire(
+            _render_contrast(modality, anatomy, compartments), config, rng
+        )
         images[modality] = _int16_image(volume, affine, config.intensity_scale)
     images["seg"] = _label_image(seg, affine)
-    images["tissue"] = _label_image(_tissue_labels(anatomy["gm"], anatomy["wm"], anatomy["brain"]), affine)
+    images["tissue"] = _label_image(
+        _tissue_labels(anatomy["gm"], anatomy["wm"], anatomy["brain"]), affine
+    )
     length_mm = float(rng.uniform(*config.growth_length_mm))
     images["growth"] = nib.Nifti1Image(
         growth_probability(seg, anatomy["brain"], anatomy["wm"], voxel_mm, length_mm), affine
@@ -197,10 +235,14 @@ def synthesise_subject(template: BrainTemplate, config: CohortConfig, index: int
     t1n = np.asarray(images["t1_pre"].dataobj)
     images["t1n"] = nib.Nifti1Image(t1n.copy(), affine)
     radius_vox = tuple(r / voxel_mm for r in config.inpainting_radius_mm)
-    masks = place_inpainting_masks(rng, anatomy["brain"], seg > 0, config.inpainting_masks, radius_vox)
+    masks = place_inpainting_masks(
+        rng, anatomy["brain"], seg > 0, config.inpainting_masks, radius_vox
+    )
     for k, mask in enumerate(masks):
         images[f"mask-{k:04d}"] = _label_image(mask, affine)
-        images[f"t1n-voided-{k:04d}"] = nib.Nifti1Image(np.where(mask > 0, 0, t1n).astype(np.int16), affine)
+        images[f"t1n-voided-{k:04d}"] = nib.Nifti1Image(
+            np.where(mask > 0, 0, t1n).astype(np.int16), affine
+        )
 
     metadata = {
         "subject_id": sid,

@@ -6,7 +6,12 @@ import torch
 
 # BraTS-METS compartments
 NECROTIC, OEDEMA, ENHANCING = 1, 2, 3
-LESION_LABELS = {0: "background", NECROTIC: "necrotic core", OEDEMA: "oedema", ENHANCING: "enhancing"}
+LESION_LABELS = {
+    0: "background",
+    NECROTIC: "necrotic core",
+    OEDEMA: "oedema",
+    ENHANCING: "enhancing",
+}
 TISSUE_LABELS = {0: "background", 1: "CSF", 2: "GM", 3: "WM"}
 
 

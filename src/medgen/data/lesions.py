@@ -47,7 +47,10 @@ def sample_lesion_specs(
         radius = rng.uniform(*radius_mm) / voxel_mm
         candidates = np.argwhere(junction & (depth > radius + 2))
         for spec in specs:
-            far = np.linalg.norm(candidates - np.array(spec.centre_vox), axis=1) > 3 * max(spec.radius_vox) + radius
+            far = (
+                np.linalg.norm(candidates - np.array(spec.centre_vox), axis=1)
+                > 3 * max(spec.radius_vox) + radius
+            )
             candidates = candidates[far]
         if len(candidates) == 0:
             break

@@ -45,7 +45,9 @@ class PreprocessConfig:
         config = config_from_params(cls, params, "preprocessing")
         low, high = config.percentiles
         if not 0 <= low < high <= 100:
-            raise ValueError(f"preprocessing.percentiles must satisfy 0 <= low < high <= 100, got {config.percentiles}")
+            raise ValueError(
+                f"preprocessing.percentiles must satisfy 0 <= low < high <= 100, got {config.percentiles}"
+            )
         return config
 
 
@@ -64,7 +66,9 @@ def scale_to_unit_range(volume: np.ndarray, bounds: tuple[float, float]) -> np.n
 
 def _to_meta(image: nib.Nifti1Image, dtype=np.float32) -> MetaTensor:
     data = np.asarray(image.dataobj, dtype=dtype)
-    return MetaTensor(torch.from_numpy(data[None]), affine=torch.as_tensor(image.affine, dtype=torch.float64))
+    return MetaTensor(
+        torch.from_numpy(data[None]), affine=torch.as_tensor(image.affine, dtype=torch.float64)
+    )
 
 
 def _resample(image: nib.Nifti1Image, config: PreprocessConfig, nearest: bool) -> MetaTensor:
@@ -89,7 +93,9 @@ def preprocess_subject(
 ) -> SubjectPayload:
     """Return the subject's volumes on the common grid, intensities in [-1, 1]."""
     resampled = {
-        suffix: _resample(record.load(suffix), config, nearest=rules.allowed_labels(suffix) is not None)
+        suffix: _resample(
+            record.load(suffix), config, nearest=rules.allowed_labels(suffix) is not None
+        )
         for suffix in sorted(record.files)
     }
     reference = resampled[rules.required_images[0]]
@@ -115,7 +121,8 @@ def preprocess_subject(
             if source not in bounds:
                 bounds[source] = percentile_bounds(geometry[source].array, config.percentiles)
             scaled = MetaTensor(
-                torch.from_numpy(scale_to_unit_range(tensor.array, bounds[source])), affine=tensor.affine
+                torch.from_numpy(scale_to_unit_range(tensor.array, bounds[source])),
+                affine=tensor.affine,
             )
             images[suffix] = _to_nifti(scaled, np.int16)
     metadata = {

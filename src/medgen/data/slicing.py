@@ -60,7 +60,9 @@ def _square_resize(stack: torch.Tensor, size: int, nearest: bool) -> torch.Tenso
     side = max(height, width)
     pad_h, pad_w = side - height, side - width
     fill = 0.0 if nearest else -1.0  # -1 is background after normalisation
-    stack = F.pad(stack, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2), value=fill)
+    stack = F.pad(
+        stack, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2), value=fill
+    )
     return (resize_labels if nearest else resize_images)(stack, (size, size))
 
 
@@ -79,11 +81,15 @@ def load_volumes(
     loaded = {}
     for subject in subjects:
         record = records[subject]
-        wanted = dict.fromkeys([*modalities, *(k for k in (*LABEL_KEYS, "growth") if k in record.files)])
+        wanted = dict.fromkeys(
+            [*modalities, *(k for k in (*LABEL_KEYS, "growth") if k in record.files)]
+        )
         images = {k: record.load(k) for k in wanted}
         zooms = next(iter(images.values())).header.get_zooms()[:3]
         loaded[subject] = SubjectVolumes(
-            arrays={k: np.asarray(image.get_fdata(dtype=np.float32)) for k, image in images.items()},
+            arrays={
+                k: np.asarray(image.get_fdata(dtype=np.float32)) for k, image in images.items()
+            },
             voxel_mm=tuple(float(z) for z in zooms),
         )
     return loaded
@@ -96,16 +102,22 @@ def brain_mask(volumes: dict[str, np.ndarray], modalities: tuple[str, ...]) -> n
     return volumes[modalities[0]] > -0.9
 
 
-def extract_slices(subjects: Mapping[str, SubjectVolumes], config: SliceConfig, split: str) -> TensorBundle:
+def extract_slices(
+    subjects: Mapping[str, SubjectVolumes], config: SliceConfig, split: str
+) -> TensorBundle:
     """Axial slices with at least ``min_brain_fraction`` brain, resized to ``size``²."""
     images, labels, subject_index, slice_index = [], {k: [] for k in LABEL_KEYS}, [], []
     pixel_spacing_mm = None
-    for position, loaded in enumerate(tqdm(subjects.values(), desc=f"slicing {split}", leave=False)):
+    for position, loaded in enumerate(
+        tqdm(subjects.values(), desc=f"slicing {split}", leave=False)
+    ):
         volumes = loaded.arrays
         if pixel_spacing_mm is None:
             pixel_spacing_mm = _pixel_spacing(loaded, config.size)
         brain = axial_plane(brain_mask(volumes, config.modalities))
-        keep = np.flatnonzero(brain.reshape(brain.shape[0], -1).mean(axis=1) >= config.min_brain_fraction)
+        keep = np.flatnonzero(
+            brain.reshape(brain.shape[0], -1).mean(axis=1) >= config.min_brain_fraction
+        )
         if keep.size == 0:
             continue
         stack = np.stack([axial_plane(volumes[m])[keep] for m in config.modalities], axis=1)
@@ -113,12 +125,18 @@ def extract_slices(subjects: Mapping[str, SubjectVolumes], config: SliceConfig, 
         for key in LABEL_KEYS:
             if key in volumes:
                 label = torch.from_numpy(axial_plane(volumes[key])[keep][:, None])
-                labels[key].append(_square_resize(label, config.size, nearest=True).round().to(torch.uint8))
+                labels[key].append(
+                    _square_resize(label, config.size, nearest=True).round().to(torch.uint8)
+                )
         subject_index.append(torch.full((keep.size,), position, dtype=torch.int64))
         slice_index.append(torch.from_numpy(keep.astype(np.int64)))
     if not images:
         empty = torch.zeros((0, len(config.modalities), config.size, config.size))
-        tensors = {"images": empty, "subject_index": torch.zeros(0, dtype=torch.int64), "slice_index": torch.zeros(0, dtype=torch.int64)}
+        tensors = {
+            "images": empty,
+            "subject_index": torch.zeros(0, dtype=torch.int64),
+            "slice_index": torch.zeros(0, dtype=torch.int64),
+        }
     else:
         tensors = {
             "images": torch.cat(images).clamp(-1, 1).float(),
@@ -148,7 +166,9 @@ def _pixel_spacing(loaded: SubjectVolumes, size: int) -> float:
     return round(float(side_mm / size), 4)
 
 
-def extract_volumes(subjects: Mapping[str, SubjectVolumes], config: VolumeConfig, split: str) -> TensorBundle:
+def extract_volumes(
+    subjects: Mapping[str, SubjectVolumes], config: VolumeConfig, split: str
+) -> TensorBundle:
     """Whole volumes resized to ``size`` (trilinear for images, nearest for labels)."""
     images, labels, growth = [], {k: [] for k in LABEL_KEYS}, []
     voxel_spacing_mm = None
@@ -163,9 +183,15 @@ def extract_volumes(subjects: Mapping[str, SubjectVolumes], config: VolumeConfig
                 label = torch.from_numpy(volumes[key])[None, None]
                 labels[key].append(resize_labels(label, config.size).to(torch.uint8))
         if "growth" in volumes:
-            growth.append(resize_images(torch.from_numpy(volumes["growth"])[None, None], config.size))
+            growth.append(
+                resize_images(torch.from_numpy(volumes["growth"])[None, None], config.size)
+            )
     n_channels = len(config.modalities)
-    tensors = {"images": torch.cat(images).clamp(-1, 1) if images else torch.zeros((0, n_channels, *config.size))}
+    tensors = {
+        "images": torch.cat(images).clamp(-1, 1)
+        if images
+        else torch.zeros((0, n_channels, *config.size))
+    }
     tensors["subject_index"] = torch.arange(len(images), dtype=torch.int64)
     tensors.update({k: torch.cat(v) for k, v in labels.items() if v})
     if growth:
@@ -190,4 +216,6 @@ def extract_volumes(subjects: Mapping[str, SubjectVolumes], config: VolumeConfig
 
 def _voxel_spacing(loaded: SubjectVolumes, size: Sequence[int]) -> list[float]:
     shape = next(iter(loaded.arrays.values())).shape[:3]
-    return [round(float(n * z / s), 4) for n, z, s in zip(shape, loaded.voxel_mm[:3], size, strict=True)]
+    return [
+        round(float(n * z / s), 4) for n, z, s in zip(shape, loaded.voxel_mm[:3], size, strict=True)
+    ]

@@ -70,7 +70,11 @@ def split_by_patient(
     n_train = n - n_val - n_test
     if n_train < 1:
         raise ValueError(f"{n} patients are too few for fractions {fractions}")
-    cuts = {"train": patients[:n_train], "val": patients[n_train : n_train + n_val], "test": patients[n_train + n_val :]}
+    cuts = {
+        "train": patients[:n_train],
+        "val": patients[n_train : n_train + n_val],
+        "test": patients[n_train + n_val :],
+    }
     splits = {name: sorted(s for p in cuts[name] for s in by_patient[p]) for name in SPLIT_NAMES}
     assert_disjoint(splits, patient_pattern)
     return splits
@@ -83,7 +87,9 @@ def assert_disjoint(splits: dict[str, list[str]], patient_pattern: str) -> None:
         for subject in subjects:
             patient = patient_of(subject, patient_pattern)
             if patient in seen and seen[patient] != name:
-                raise SplitOverlapError(f"patient {patient} is in both '{seen[patient]}' and '{name}'")
+                raise SplitOverlapError(
+                    f"patient {patient} is in both '{seen[patient]}' and '{name}'"
+                )
             seen[patient] = name
         if len(set(subjects)) != len(subjects):
             raise SplitOverlapError(f"split '{name}' lists a subject twice")

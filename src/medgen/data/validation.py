@@ -44,7 +44,9 @@ class ValidationRules:
     def from_params(cls, params: dict[str, Any]) -> ValidationRules:
         rules = config_from_params(cls, params, "validation")
         if "label_values" in params:
-            rules = replace(rules, label_values={k: tuple(v) for k, v in params["label_values"].items()})
+            rules = replace(
+                rules, label_values={k: tuple(v) for k, v in params["label_values"].items()}
+            )
         return rules
 
     def allowed_labels(self, suffix: str) -> tuple[int, ...] | None:
@@ -56,7 +58,9 @@ class ValidationRules:
 
 def _check_volume(subject: str, path: str, image: nib.Nifti1Image) -> np.ndarray:
     if image.ndim != 3:
-        raise SubjectValidationError(subject, path, f"expected a 3D volume, got {image.ndim}D with shape {image.shape}")
+        raise SubjectValidationError(
+            subject, path, f"expected a 3D volume, got {image.ndim}D with shape {image.shape}"
+        )
     data = np.asarray(image.dataobj)
     if np.issubdtype(data.dtype, np.floating):
         bad = int((~np.isfinite(data)).sum())
@@ -71,7 +75,9 @@ def _check_labels(subject: str, path: str, data: np.ndarray, allowed: tuple[int,
         raise SubjectValidationError(subject, path, "label map holds non-integer values")
     unexpected = sorted(set(values.astype(int).tolist()) - set(allowed))
     if unexpected:
-        kind = "binary mask" if tuple(allowed) == (0, 1) else f"label map with values {list(allowed)}"
+        kind = (
+            "binary mask" if tuple(allowed) == (0, 1) else f"label map with values {list(allowed)}"
+        )
         raise SubjectValidationError(
             subject, path, f"expected a {kind}, found values {unexpected[:10]}"
         )
@@ -82,7 +88,9 @@ def validate_subject(record: SubjectRecord, rules: ValidationRules) -> dict[str,
     subject = record.subject_id
     for suffix in (*rules.required_images, *rules.required_labels):
         if suffix not in record.files:
-            raise SubjectValidationError(subject, f"{subject}-{suffix}.nii.gz", f"missing required file '{suffix}'")
+            raise SubjectValidationError(
+                subject, f"{subject}-{suffix}.nii.gz", f"missing required file '{suffix}'"
+            )
 
     reference: tuple[str, nib.Nifti1Image] | None = None
     for suffix, path in sorted(record.files.items()):
@@ -105,7 +113,12 @@ def validate_subject(record: SubjectRecord, rules: ValidationRules) -> dict[str,
         deviation = float(np.abs(image.affine - ref_image.affine).max())
         if deviation > rules.affine_tolerance_mm:
             raise SubjectValidationError(
-                subject, path, f"affine differs from {ref_path} by {deviation:.4g} mm (tolerance {rules.affine_tolerance_mm})"
+                subject,
+                path,
+                f"affine differs from {ref_path} by {deviation:.4g} mm (tolerance {rules.affine_tolerance_mm})",
             )
     assert reference is not None
-    return {"shape": list(reference[1].shape), "voxel_mm": [round(float(v), 4) for v in reference[1].header.get_zooms()[:3]]}
+    return {
+        "shape": list(reference[1].shape),
+        "voxel_mm": [round(float(v), 4) for v in reference[1].header.get_zooms()[:3]],
+    }

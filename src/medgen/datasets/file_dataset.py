@@ -34,7 +34,11 @@ def open_filesystem(
     fs_args = deepcopy(fs_args) or {}
     if protocol == "file":
         fs_args.setdefault("auto_mkdir", True)
-    return protocol, bare_path, fsspec.filesystem(protocol, **(deepcopy(credentials) or {}), **fs_args)
+    return (
+        protocol,
+        bare_path,
+        fsspec.filesystem(protocol, **(deepcopy(credentials) or {}), **fs_args),
+    )
 
 
 class VersionedFileDataset(AbstractVersionedDataset[T, T], Generic[T]):

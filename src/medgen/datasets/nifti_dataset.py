@@ -38,7 +38,9 @@ def decode_nifti(raw: bytes, source: str) -> nib.Nifti1Image:
         except (EOFError, OSError, zlib.error) as exc:
             raise NiftiReadError(source, f"truncated or corrupt gzip stream ({exc})") from exc
     if len(raw) < 348:
-        raise NiftiReadError(source, f"not a NIfTI file: {len(raw)} bytes, a NIfTI-1 header alone is 348")
+        raise NiftiReadError(
+            source, f"not a NIfTI file: {len(raw)} bytes, a NIfTI-1 header alone is 348"
+        )
     try:
         image = nib.Nifti1Image.from_bytes(raw)
     except Exception as exc:  # nibabel raises several types for bad headers
@@ -46,9 +48,14 @@ def decode_nifti(raw: bytes, source: str) -> nib.Nifti1Image:
     # from_bytes is lazy: compare the voxel block's expected end with the bytes present,
     # so a short file fails here, by name, without decoding every volume eagerly.
     header = image.header
-    expected = int(header.get_data_offset()) + int(np.prod(header.get_data_shape())) * header.get_data_dtype().itemsize
+    expected = (
+        int(header.get_data_offset())
+        + int(np.prod(header.get_data_shape())) * header.get_data_dtype().itemsize
+    )
     if len(raw) < expected:
-        raise NiftiReadError(source, f"truncated voxel data ({len(raw)} bytes, the header needs {expected})")
+        raise NiftiReadError(
+            source, f"truncated voxel data ({len(raw)} bytes, the header needs {expected})"
+        )
     return image
 
 
@@ -108,7 +115,11 @@ class NiftiDataset(VersionedFileDataset[nib.Nifti1Image]):
     ) -> None:
         self._compression_level = compression_level
         super().__init__(
-            filepath=filepath, version=version, credentials=credentials, fs_args=fs_args, metadata=metadata
+            filepath=filepath,
+            version=version,
+            credentials=credentials,
+            fs_args=fs_args,
+            metadata=metadata,
         )
 
     def _describe(self) -> dict[str, Any]:

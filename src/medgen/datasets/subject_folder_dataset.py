@@ -125,7 +125,11 @@ class SubjectFolderDataset(AbstractDataset[dict[str, SubjectRecord], Mapping[str
 
     # -- reading -----------------------------------------------------------------------
     def _describe(self) -> dict[str, Any]:
-        return {"path": str(self._root), "protocol": self._protocol, "suffix_aliases": self._aliases}
+        return {
+            "path": str(self._root),
+            "protocol": self._protocol,
+            "suffix_aliases": self._aliases,
+        }
 
     def _exists(self) -> bool:
         return self._fs.isdir(str(self._root)) and bool(self._subject_dirs())
@@ -206,24 +210,36 @@ class SubjectFolderDataset(AbstractDataset[dict[str, SubjectRecord], Mapping[str
             self._fs.rm(manifest_path)
         for suffix, image in payload.images.items():
             path = f"{subject_dir}/{subject_id}-{suffix}.nii.gz"
-            atomic_write_bytes(self._fs, self._protocol, path, encode_nifti(as_nifti1(image), True, self._compression_level))
+            atomic_write_bytes(
+                self._fs,
+                self._protocol,
+                path,
+                encode_nifti(as_nifti1(image), True, self._compression_level),
+            )
         manifest = {
             "fingerprint": fingerprint,
             "suffixes": sorted(payload.images),
             "metadata": payload.metadata,
         }
         atomic_write_bytes(
-            self._fs, self._protocol, manifest_path, json.dumps(manifest, indent=2, default=str).encode()
+            self._fs,
+            self._protocol,
+            manifest_path,
+            json.dumps(manifest, indent=2, default=str).encode(),
         )
 
     def save(self, data: Mapping[str, Any]) -> None:
         if not isinstance(data, Mapping):
-            raise DatasetError(f"SubjectFolderDataset saves a mapping subject -> payload, got {type(data)}")
+            raise DatasetError(
+                f"SubjectFolderDataset saves a mapping subject -> payload, got {type(data)}"
+            )
         if not data:
             return  # nothing planned (e.g. generation disabled): never treat all as stale
         if self._read_only:
             if data:
-                raise DatasetError(f"{self._root} is read-only (real data); refusing to write {len(data)} subjects")
+                raise DatasetError(
+                    f"{self._root} is read-only (real data); refusing to write {len(data)} subjects"
+                )
             return
         todo = []
         reused = 0
@@ -237,7 +253,9 @@ class SubjectFolderDataset(AbstractDataset[dict[str, SubjectRecord], Mapping[str
             # spawn, not fork: a forked child of a process that already ran OpenMP/torch
             # threads can deadlock
             context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(self._workers, mp_context=context, initializer=_single_threaded) as pool:
+            with ProcessPoolExecutor(
+                self._workers, mp_context=context, initializer=_single_threaded
+            ) as pool:
                 futures = [pool.submit(self._build_and_write, sid, item) for sid, item in todo]
                 for future in as_completed(futures):
                     future.result()
@@ -256,7 +274,9 @@ class SubjectFolderDataset(AbstractDataset[dict[str, SubjectRecord], Mapping[str
             self._write_subject(subject_id, item.build(), item.fingerprint)
         else:
             payload = item() if callable(item) else item
-            self._write_subject(subject_id, payload, fingerprint_of(subject_id, sorted(payload.images)))
+            self._write_subject(
+                subject_id, payload, fingerprint_of(subject_id, sorted(payload.images))
+            )
 
     def _delete_stale(self, keep: set[str]) -> None:
         for subject_dir in self._subject_dirs():
@@ -264,7 +284,6 @@ class SubjectFolderDataset(AbstractDataset[dict[str, SubjectRecord], Mapping[str
             if subject_id not in keep and self._fs.exists(f"{subject_dir}/{MANIFEST_NAME}"):
                 logger.info("Removing stale subject %s written by an earlier run", subject_id)
                 self._fs.rm(subject_dir, recursive=True)
-
 
 
 def _single_threaded() -> None:

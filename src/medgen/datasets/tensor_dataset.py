@@ -77,9 +77,15 @@ class TensorDataset(VersionedFileDataset[TensorBundle]):
         filepath = str(filepath)
         self._format = format or ("torch" if filepath.endswith((".pt", ".pth")) else "safetensors")
         if self._format not in {"safetensors", "torch"}:
-            raise DatasetError(f"TensorDataset format must be 'safetensors' or 'torch', got {self._format!r}")
+            raise DatasetError(
+                f"TensorDataset format must be 'safetensors' or 'torch', got {self._format!r}"
+            )
         super().__init__(
-            filepath=filepath, version=version, credentials=credentials, fs_args=fs_args, metadata=metadata
+            filepath=filepath,
+            version=version,
+            credentials=credentials,
+            fs_args=fs_args,
+            metadata=metadata,
         )
 
     def _describe(self) -> dict[str, Any]:

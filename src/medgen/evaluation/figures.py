@@ -67,7 +67,9 @@ def metric_bars(records: Sequence[Mapping[str, Any]], title: str) -> bytes | Non
     axes = figure.subplots(1, len(ok), squeeze=False)
     for axis, record in zip(axes[0], ok, strict=True):
         floor = record["floor"] if isinstance(record["floor"], int | float) else 0.0
-        axis.bar(["generated", "real floor"], [record["value"], floor], color=["tab:blue", "tab:gray"])
+        axis.bar(
+            ["generated", "real floor"], [record["value"], floor], color=["tab:blue", "tab:gray"]
+        )
         axis.set_title(f"{record['metric']}\n{record['backbone'].split(' ')[0]}", fontsize=8)
         axis.tick_params(labelsize=7)
     figure.suptitle(title, fontsize=9, y=1.08)
@@ -80,8 +82,10 @@ def find_histories(summary: Any, path: str = "") -> dict[str, list[Mapping[str, 
     if isinstance(summary, Mapping):
         for key, value in summary.items():
             label = f"{path}/{key}" if path else str(key)
-            if key == "history" and isinstance(value, list) and any(
-                isinstance(r, Mapping) and "loss" in r for r in value
+            if (
+                key == "history"
+                and isinstance(value, list)
+                and any(isinstance(r, Mapping) and "loss" in r for r in value)
             ):
                 found[path or "run"] = value
             else:

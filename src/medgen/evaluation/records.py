@@ -20,7 +20,17 @@ from medgen.training.callbacks import active_mlflow
 
 logger = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
-RECORD_KEYS = ("metric", "status", "value", "floor", "backbone", "mode", "n_real", "n_generated", "details")
+RECORD_KEYS = (
+    "metric",
+    "status",
+    "value",
+    "floor",
+    "backbone",
+    "mode",
+    "n_real",
+    "n_generated",
+    "details",
+)
 
 
 def metric_record(result: MetricResult) -> dict[str, Any]:
@@ -32,7 +42,9 @@ def metric_record(result: MetricResult) -> dict[str, Any]:
     }
 
 
-def skipped_record(metric: str, backbone: str, message: str, status: str = "skipped") -> dict[str, Any]:
+def skipped_record(
+    metric: str, backbone: str, message: str, status: str = "skipped"
+) -> dict[str, Any]:
     return {
         "metric": metric,
         "status": status,

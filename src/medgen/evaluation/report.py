@@ -60,7 +60,9 @@ def metrics_table(records: Sequence[Mapping[str, Any]]) -> str:
             row[-1] = f"{r['status']}: {r['details'].get('message', '')}"
         elif r["metric"] == "ms_ssim_diversity":
             d = r["details"]
-            row[6] = f"kernel {d.get('kernel_size')}, {d.get('scales')} scales, {d.get('pairs')} pairs"
+            row[6] = (
+                f"kernel {d.get('kernel_size')}, {d.get('scales')} scales, {d.get('pairs')} pairs"
+            )
         rows.append(row)
     return _table(rows, COLUMNS)
 
@@ -77,13 +79,26 @@ def sample_grid(source: GeneratedSource, reference: TensorBundle, k: int) -> byt
     return image_grid(rows)
 
 
-def _source_section(entry: Mapping[str, Any], source: GeneratedSource | None, reference: TensorBundle, k: int) -> str:
+def _source_section(
+    entry: Mapping[str, Any], source: GeneratedSource | None, reference: TensorBundle, k: int
+) -> str:
     name = entry["source"]
     if entry["status"] == "not present":
         return f'<h3>{_text(name)}</h3><p class="absent">not present: {_text(entry["note"])}</p>'
     meta = entry.get("metadata", {})
     facts = ", ".join(
-        f"{key}={_text(meta[key])}" for key in ("strategy", "mode", "target_names", "sampler", "num_steps", "network_evaluations", "guidance_scale", "seed") if key in meta
+        f"{key}={_text(meta[key])}"
+        for key in (
+            "strategy",
+            "mode",
+            "target_names",
+            "sampler",
+            "num_steps",
+            "network_evaluations",
+            "guidance_scale",
+            "seed",
+        )
+        if key in meta
     )
     parts = [
         f"<h3>{_text(name)}</h3>",
@@ -103,7 +118,9 @@ def _source_section(entry: Mapping[str, Any], source: GeneratedSource | None, re
     return "".join(parts)
 
 
-def _loss_section(summary: Mapping[str, Any] | None, training_reports: Mapping[str, Any] | None) -> str:
+def _loss_section(
+    summary: Mapping[str, Any] | None, training_reports: Mapping[str, Any] | None
+) -> str:
     if summary is None and not training_reports:
         return "<p>latent_diffusion summary not present: no loss curves.</p>"
     # latent_diffusion keeps each model's loss history in its training.json, not in the
@@ -148,7 +165,10 @@ def build_report(
         f"<p>LPIPS: {_text(metrics['lpips']['backbone'])}.</p>",
         "<h2>Sources</h2>",
     ]
-    body += [_source_section(e, by_name.get(e["source"]), reference, grid_samples) for e in metrics["sources"]]
+    body += [
+        _source_section(e, by_name.get(e["source"]), reference, grid_samples)
+        for e in metrics["sources"]
+    ]
     if not metrics["sources"]:
         body.append("<p>No generated sources expected or found.</p>")
     body += ["<h2>latent_diffusion training</h2>", _loss_section(summary, training_reports)]

@@ -22,7 +22,9 @@ class ChainSamples:
     """Generated masks and the images generated from them (all on CPU)."""
 
     mask_values: torch.Tensor  # [N, 1, h, w] float, the mask model's output clamped to [-1, 1]
-    masks: torch.Tensor  # [N, 1, H, W] uint8 {0, 1}: thresholded (at the images' size), the condition
+    masks: (
+        torch.Tensor
+    )  # [N, 1, H, W] uint8 {0, 1}: thresholded (at the images' size), the condition
     images: torch.Tensor  # [N, C, H, W] float in [-1, 1], C = the image mode's targets
     mask_rounds: int  # sampling rounds spent on masks (more than 1 when empty ones were redrawn)
 

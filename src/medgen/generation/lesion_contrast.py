@@ -29,7 +29,9 @@ def lesion_contrasts(
     if images.shape[0] != masks.shape[0] or images.shape[2:] != masks.shape[2:]:
         raise ValueError(f"images {tuple(images.shape)} and masks {tuple(masks.shape)} disagree")
     values = []
-    for image, mask in zip(images[:, channel].float().numpy(), masks[:, 0].numpy() > 0, strict=True):
+    for image, mask in zip(
+        images[:, channel].float().numpy(), masks[:, 0].numpy() > 0, strict=True
+    ):
         ring = ndimage.binary_dilation(mask, iterations=ring_px) & ~mask & (image > BRAIN_THRESHOLD)
         if mask.sum() >= 2 and ring.sum() >= 2:
             values.append(float(image[mask].mean() - image[ring].mean()))
@@ -39,7 +41,11 @@ def lesion_contrasts(
 def _summary(values: np.ndarray) -> dict[str, float | int | None]:
     if len(values) == 0:
         return {"n": 0, "mean": None, "median": None}
-    return {"n": len(values), "mean": round(float(values.mean()), 4), "median": round(float(np.median(values)), 4)}
+    return {
+        "n": len(values),
+        "mean": round(float(values.mean()), 4),
+        "median": round(float(np.median(values)), 4),
+    }
 
 
 def lesion_contrast_report(

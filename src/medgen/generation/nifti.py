@@ -42,7 +42,9 @@ def slice_to_nifti(
     if array.ndim != 2:
         raise ValueError(f"expected one 2D slice [H, W], got shape {array.shape}")
     height, width = array.shape
-    return _aligned_nifti(array.T[:, :, None], slice_affine(pixel_spacing_mm, height, width), description)
+    return _aligned_nifti(
+        array.T[:, :, None], slice_affine(pixel_spacing_mm, height, width), description
+    )
 
 
 def volume_affine(voxel_spacing_mm: Sequence[float], shape: Sequence[int]) -> np.ndarray:
@@ -59,7 +61,9 @@ def volume_to_nifti(
     volume: torch.Tensor | np.ndarray, voxel_spacing_mm: Sequence[float], description: str = ""
 ) -> nib.Nifti1Image:
     """A ``[X, Y, Z]`` volume in RAS voxel order (medgen's volume convention) as NIfTI-1."""
-    array = volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume)
+    array = (
+        volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume)
+    )
     if array.ndim != 3:
         raise ValueError(f"expected one volume [X, Y, Z], got shape {array.shape}")
     return _aligned_nifti(array, volume_affine(voxel_spacing_mm, array.shape), description)

@@ -23,8 +23,8 @@ from medgen.diffusion import build_task
 from medgen.generation.model_bundle import combination_name
 from medgen.generation.slices import SliceDataset
 from medgen.training import JobOutcome, TrainingConfig, TrainingJob, TrainingTask, run_job
-from medgen.training.setup import resolve_device
 from medgen.training.ranks import get_local_rank
+from medgen.training.setup import resolve_device
 
 
 def build_diffusion_task(

@@ -173,7 +173,9 @@ def _with_floor(
     )
 
 
-def _describe_split(groups: Any | None, idx_a: np.ndarray, idx_b: np.ndarray | None) -> dict[str, Any]:
+def _describe_split(
+    groups: Any | None, idx_a: np.ndarray, idx_b: np.ndarray | None
+) -> dict[str, Any]:
     """How the real halves were drawn, for metrics.json: by slice, or group-disjoint."""
     if idx_b is None:
         return {"by": "sample (one-sample floor: only half A is used, nothing to keep apart)"}

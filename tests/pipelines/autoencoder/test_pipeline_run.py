@@ -35,9 +35,13 @@ def project(tmp_path_factory) -> Path:
     root = make_project(tmp_path_factory.mktemp("project"))
     for split, seed in SPLITS:
         slices = synthetic_slices(n=12 if split == "train" else 6, size=32, seed=seed)
-        TensorDataset(filepath=str(root / f"data/05_model_input/slices_2d_{split}.safetensors")).save(slices)
+        TensorDataset(
+            filepath=str(root / f"data/05_model_input/slices_2d_{split}.safetensors")
+        ).save(slices)
         volumes = synthetic_volumes(n=4 if split == "train" else 2, seed=seed)
-        TensorDataset(filepath=str(root / f"data/05_model_input/volumes_3d_{split}.safetensors")).save(volumes)
+        TensorDataset(
+            filepath=str(root / f"data/05_model_input/volumes_3d_{split}.safetensors")
+        ).save(volumes)
     run_pipeline(root, "autoencoder")
     return root
 
@@ -57,7 +61,12 @@ def test_2d_latents_hold_the_posterior_mean_and_the_training_scale_factor(projec
     train = load(project, "data/05_model_input/latents_2d_train.safetensors")
     slices = load(project, "data/05_model_input/slices_2d_train.safetensors")
     factor = autoencoder.downsample_factor
-    assert train["latents"].shape == (12, 4 * autoencoder.latent_channels, 32 // factor, 32 // factor)
+    assert train["latents"].shape == (
+        12,
+        4 * autoencoder.latent_channels,
+        32 // factor,
+        32 // factor,
+    )
     with torch.no_grad():  # channel 2 (flair) of slice 5, encoded alone
         expected = autoencoder.encode(slices["images"][5:6, 2:3])
     c = autoencoder.latent_channels
@@ -65,17 +74,23 @@ def test_2d_latents_hold_the_posterior_mean_and_the_training_scale_factor(projec
     assert record["scale_factor"] == pytest.approx(1 / float(train["latents"].std()), rel=1e-5)
     val = load(project, "data/05_model_input/latents_2d_val.safetensors")
     assert val.metadata["scale_factor"] == record["scale_factor"]
-    assert torch.equal(val["seg"], load(project, "data/05_model_input/slices_2d_val.safetensors")["seg"])
+    assert torch.equal(
+        val["seg"], load(project, "data/05_model_input/slices_2d_val.safetensors")["seg"]
+    )
 
 
 def test_stage_2_starts_from_the_stage_1_catalog_weights(project: Path):
     stage1 = load(project, "data/06_models/autoencoder/patch_volume_stage1.safetensors")
     stage2 = load(project, "data/06_models/autoencoder/patch_volume.safetensors")
     assert (stage1.metadata["stage"], stage2.metadata["stage"]) == (1, 2)
-    report = json.loads((project / "data/08_reporting/autoencoder/patch_volume_stage2.json").read_text())
+    report = json.loads(
+        (project / "data/08_reporting/autoencoder/patch_volume_stage2.json").read_text()
+    )
     assert report["started_from"]
     # stage 2 trains the decoder only: the encoder is the stage-1 encoder
-    encoder_keys = [k for k in stage1.tensors if ".encoder." in k or k.startswith("autoencoder.encoder")]
+    encoder_keys = [
+        k for k in stage1.tensors if ".encoder." in k or k.startswith("autoencoder.encoder")
+    ]
     assert encoder_keys
     for key in encoder_keys:
         assert torch.equal(stage1[key], stage2[key]), key
@@ -101,11 +116,21 @@ def test_latent_diffusion_trains_and_generates_in_the_autoencoders_latent_space(
     bundle = load(project, "data/06_models/latent_diffusion/rflow_bravo_latent/model.safetensors")
     space = bundle.metadata["task"]["space"]
     record = json.loads((project / "data/06_models/autoencoder/latent_space_2d.json").read_text())
-    assert space == {"name": "latent", **{k: record[k] for k in ("latent_channels", "downsample_factor", "scale_factor", "per_channel")}}
-    samples = load(project, "data/07_model_output/latent_diffusion/rflow_bravo_latent/samples.safetensors")
+    assert space == {
+        "name": "latent",
+        **{
+            k: record[k]
+            for k in ("latent_channels", "downsample_factor", "scale_factor", "per_channel")
+        },
+    }
+    samples = load(
+        project, "data/07_model_output/latent_diffusion/rflow_bravo_latent/samples.safetensors"
+    )
     assert samples["images"].shape == (4, 1, 32, 32)  # decoded from latents
     assert samples["masks"].shape == (4, 1, 32, 32)  # 16² masks resized for the image model
-    report = json.loads((project / "data/08_reporting/latent_diffusion/generation.json").read_text())
+    report = json.loads(
+        (project / "data/08_reporting/latent_diffusion/generation.json").read_text()
+    )
     assert (report["mask_resolution"], report["resolution"]) == (16, 32)
     # the pixel-space mask model was not retrained for the latent image model
     assert (project / "data/06_models/latent_diffusion/rflow_seg/model.safetensors").is_file()

@@ -49,7 +49,9 @@ def test_fresh_run_builds_cohort_and_model_inputs(project: Path, first_run: dict
     assert summary["volume_shape"] == [4, 24, 32, 24]
     assert summary["elapsed_seconds"] > 0
     splits = summary["splits"]
-    assert set(splits["train"]).isdisjoint(splits["val"]) and set(splits["train"]).isdisjoint(splits["test"])
+    assert set(splits["train"]).isdisjoint(splits["val"]) and set(splits["train"]).isdisjoint(
+        splits["test"]
+    )
 
     subjects = sorted(p.name for p in (project / "data/01_raw/cohort").iterdir())
     assert subjects == [f"BraTS-SYN-{i:05d}-000" for i in range(5)]
@@ -61,7 +63,9 @@ def test_fresh_run_builds_cohort_and_model_inputs(project: Path, first_run: dict
     assert ratings["rating"].between(1, 3).all()
 
     for split in ("train", "val", "test"):
-        bundle = TensorDataset(filepath=str(project / f"data/05_model_input/slices_2d_{split}.safetensors")).load()
+        bundle = TensorDataset(
+            filepath=str(project / f"data/05_model_input/slices_2d_{split}.safetensors")
+        ).load()
         assert len(bundle) == summary["slices_per_split"][split] > 0
         assert bundle["images"].min() >= -1 and bundle["images"].max() <= 1
         assert bundle.metadata["subjects"] == splits[split]
@@ -81,7 +85,10 @@ def _corrupt_two_subjects(cohort: Path) -> None:
 
 
 def test_rerun_with_two_corrupted_subjects_skips_them(project: Path, first_run: dict, monkeypatch):
-    preprocessed = project / "data/02_intermediate/preprocessed_cohort/BraTS-SYN-00000-000/.medgen-subject.json"
+    preprocessed = (
+        project
+        / "data/02_intermediate/preprocessed_cohort/BraTS-SYN-00000-000/.medgen-subject.json"
+    )
     written_before = preprocessed.stat().st_mtime_ns
     _corrupt_two_subjects(project / "data/01_raw/cohort")
 

@@ -11,7 +11,9 @@ def test_evaluation_runs_after_latent_diffusion_in_default():
     configure_project("medgen")
     order = [n.name for n in pipelines["__default__"].nodes]  # topological order
     assert order.index("evaluate_generated_sources") > order.index("latent_diffusion.summarise_run")
-    assert order.index("evaluate_generated_sources") > order.index("latent_diffusion.generate_samples")
+    assert order.index("evaluate_generated_sources") > order.index(
+        "latent_diffusion.generate_samples"
+    )
 
 
 def test_pipeline_outputs():

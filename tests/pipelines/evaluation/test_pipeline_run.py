@@ -59,5 +59,7 @@ def test_run_writes_backbone_metrics_and_report(run: Path):
 def test_run_logs_the_numbers_to_mlflow(run: Path, project: Path):
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("medgen-test")
-    (latest,) = client.search_runs([experiment.experiment_id], order_by=["start_time DESC"], max_results=1)
+    (latest,) = client.search_runs(
+        [experiment.experiment_id], order_by=["start_time DESC"], max_results=1
+    )
     assert "evaluation/latent_diffusion/ddpm_bravo/fid/in_domain/floor" in latest.data.metrics

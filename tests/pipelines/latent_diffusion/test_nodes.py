@@ -67,7 +67,10 @@ def tiny_model(mode: str, settings: dict):
 def test_generate_samples_writes_every_output_per_combination(settings):
     settings["images"]["mode"] = "dual"
     samples, niftis, grids, report = generate(
-        tiny_model("seg", settings), tiny_model("dual", settings), synthetic_slices(n=6, size=16), settings
+        tiny_model("seg", settings),
+        tiny_model("dual", settings),
+        synthetic_slices(n=6, size=16),
+        settings,
     )
     assert sorted(samples) == ["rflow_dual", "rflow_seg"]
     dual = samples["rflow_dual"]
@@ -99,7 +102,12 @@ def test_generate_samples_names_a_missing_model(settings):
 def test_a_misspelt_generation_key_is_refused_with_a_hint(settings):
     settings["generation"]["n_image"] = 3
     with pytest.raises(ValueError, match=r"'n_image' \(did you mean 'n_images'\?\)"):
-        generate(tiny_model("seg", settings), tiny_model("bravo", settings), synthetic_slices(n=2), settings)
+        generate(
+            tiny_model("seg", settings),
+            tiny_model("bravo", settings),
+            synthetic_slices(n=2),
+            settings,
+        )
 
 
 def test_summary_contents():

@@ -58,7 +58,9 @@ def write_captions(raw_cohort: dict[str, SubjectRecord]) -> pd.DataFrame:
     return build_captions(raw_cohort, list(IMAGE_MODALITIES))
 
 
-def write_expert_ratings(raw_cohort: dict[str, SubjectRecord], cohort: dict[str, Any]) -> pd.DataFrame:
+def write_expert_ratings(
+    raw_cohort: dict[str, SubjectRecord], cohort: dict[str, Any]
+) -> pd.DataFrame:
     """ratings.csv: simulated 1-3 quality ratings for later quality-model work."""
     config = CohortConfig.from_params(cohort)
     return simulate_ratings(
@@ -71,7 +73,9 @@ def validate_cohort(
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Check every subject; ``skip`` records bad ones and goes on, ``fail`` stops at the first."""
     if on_bad_subject not in BAD_SUBJECT_POLICIES:
-        raise ValueError(f"on_bad_subject must be one of {BAD_SUBJECT_POLICIES}, got {on_bad_subject!r}")
+        raise ValueError(
+            f"on_bad_subject must be one of {BAD_SUBJECT_POLICIES}, got {on_bad_subject!r}"
+        )
     rules = ValidationRules.from_params(validation)
     valid, rejected, described = [], [], {}
     for sid, record in tqdm(sorted(raw_cohort.items()), desc="validating", leave=False):
@@ -86,7 +90,9 @@ def validate_cohort(
         described[sid]["fingerprint"] = record.fingerprint
         valid.append(sid)
     if not valid:
-        raise ValueError(f"No valid subjects: all {len(rejected)} were rejected ({rejected[:3]} ...)")
+        raise ValueError(
+            f"No valid subjects: all {len(rejected)} were rejected ({rejected[:3]} ...)"
+        )
     report = {"valid": valid, "rejected": rejected, "subjects": described}
     return report, pd.DataFrame(rejected, columns=REJECTED_COLUMNS)
 
@@ -102,17 +108,23 @@ def preprocess_cohort(
     config = PreprocessConfig.from_params(preprocessing)
     return {
         sid: LazySubject(
-            fingerprint=fingerprint_of(PREPROCESS_VERSION, raw_cohort[sid].fingerprint, preprocessing, validation),
+            fingerprint=fingerprint_of(
+                PREPROCESS_VERSION, raw_cohort[sid].fingerprint, preprocessing, validation
+            ),
             build=partial(preprocess_subject, raw_cohort[sid], rules, config),
         )
         for sid in validation_report["valid"]
     }
 
 
-def split_subjects(validation_report: dict[str, Any], split: dict[str, Any]) -> dict[str, list[str]]:
+def split_subjects(
+    validation_report: dict[str, Any], split: dict[str, Any]
+) -> dict[str, list[str]]:
     """Seeded patient-level train/val/test split, checked for overlap."""
     config = SplitConfig.from_params(split)
-    return split_by_patient(validation_report["valid"], config.fractions, config.seed, config.patient_pattern)
+    return split_by_patient(
+        validation_report["valid"], config.fractions, config.seed, config.patient_pattern
+    )
 
 
 def make_model_inputs(
@@ -127,7 +139,10 @@ def make_model_inputs(
     per_split = {}
     for split in SPLIT_NAMES:
         loaded = load_volumes(preprocessed_cohort, subject_splits[split], modalities)
-        per_split[split] = (extract_slices(loaded, slice_config, split), extract_volumes(loaded, volume_config, split))
+        per_split[split] = (
+            extract_slices(loaded, slice_config, split),
+            extract_volumes(loaded, volume_config, split),
+        )
     return tuple(per_split[s][0] for s in SPLIT_NAMES) + tuple(per_split[s][1] for s in SPLIT_NAMES)
 
 
