@@ -78,7 +78,9 @@ def test_array_path_equals_cleanfid_compute_fid_on_png_folders(tmp_path, slices)
     from_arrays = compute_fid(real, generated, backbone)
     from_folders = compute_fid_folders(tmp_path / "real", tmp_path / "gen", backbone)
     assert from_folders.n_real == 40 and from_folders.n_generated == 40
-    assert from_arrays.value == pytest.approx(from_folders.value, rel=1e-6)
+    # The value is ~2e-4 and the two paths batch the images differently, so float32 features
+    # differ in their last bits: agreement is to 1e-6 relative or 1e-8 absolute.
+    assert from_arrays.value == pytest.approx(from_folders.value, rel=1e-6, abs=1e-8)
     assert from_arrays.value > 0
 
 
