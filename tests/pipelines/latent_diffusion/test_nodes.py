@@ -89,7 +89,11 @@ def test_generate_samples_writes_every_output_per_combination(settings):
         "rflow_dual/grid_real",
         "rflow_dual/grid_comparison",
     }
-    assert report["samplers"]["rflow_dual"] == {"sampler": "euler", "num_steps": 2}
+    assert report["samplers"]["rflow_dual"] == {
+        "sampler": "euler",
+        "num_steps": 2,
+        "network_evaluations": 2,
+    }
     assert report["n_images"] == 3 and report["files"]["nifti"] == 12
     assert 0 <= report["empty_masks"] <= 3
 

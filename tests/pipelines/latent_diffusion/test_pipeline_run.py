@@ -113,7 +113,11 @@ def test_nifti_grids_and_reports_are_written(project: Path, run: dict):
     for combo in summary["combinations"]:
         trained = summary["training"][combo]
         assert trained["steps"] == 3 and np.isfinite(trained["final_loss"])
-    assert summary["generation"]["samplers"]["rflow_bravo"] == {"sampler": "euler", "num_steps": 3}
+    assert summary["generation"]["samplers"]["rflow_bravo"] == {
+        "sampler": "euler",
+        "num_steps": 3,
+        "network_evaluations": 3,
+    }
     assert summary["generation"]["files"]["nifti"] == 12
     assert summary["seconds"]["generate"] > 0 and summary["seconds"]["train_rflow_seg"] > 0
 
