@@ -35,7 +35,6 @@ ALLOWED = {
     },
     ("generation", "medgen.autoencoder"): "generation encodes and decodes with the trained "
     "autoencoders (loading, tiled decoding, channel selection, reconstruction figures)",
-    ("evaluation", "medgen.generation.grids"): "report figures reuse the sample-grid layout",
     ("evaluation", "medgen.generation.slices"): "reference slices chosen as for training",
 }
 FREE_LAYERS = {0, 3}
