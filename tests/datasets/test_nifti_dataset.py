@@ -70,7 +70,31 @@ def test_truncated_uncompressed_voxels_are_reported(tmp_path: Path):
 def test_non_nifti_file_is_reported(tmp_path: Path):
     path = tmp_path / "notes.nii.gz"
     path.write_bytes(gzip.compress(b"patient notes, not an image" * 40))
-    with pytest.raises(NiftiReadError, match="not a NIfTI-1 image"):
+    with pytest.raises(NiftiReadError, match="not a NIfTI-1 or NIfTI-2 image"):
+        NiftiDataset(filepath=str(path)).load()
+
+
+def test_nibabels_nifti2_example_loads_and_round_trips_as_nifti2(tmp_path: Path):
+    source = Path(data_path) / "example_nifti2.nii.gz"
+    reference = nib.load(source)  # nibabel's own reader, independently of the dataset
+    loaded = NiftiDataset(filepath=str(source)).load()
+    assert isinstance(loaded, nib.Nifti2Image) and loaded.header["sizeof_hdr"] == 540
+    np.testing.assert_array_equal(np.asarray(loaded.dataobj), np.asarray(reference.dataobj))
+    np.testing.assert_array_equal(loaded.affine, reference.affine)
+
+    copy = NiftiDataset(filepath=str(tmp_path / "copy.nii.gz"))
+    copy.save(loaded)
+    again = copy.load()
+    assert isinstance(again, nib.Nifti2Image)
+    np.testing.assert_array_equal(np.asarray(again.dataobj), np.asarray(reference.dataobj))
+    np.testing.assert_array_equal(again.affine, reference.affine)
+
+
+def test_truncated_nifti2_header_is_reported(tmp_path: Path):
+    raw = gzip.decompress((Path(data_path) / "example_nifti2.nii.gz").read_bytes())
+    path = tmp_path / "cut2.nii"
+    path.write_bytes(raw[:400])
+    with pytest.raises(NiftiReadError, match="truncated header"):
         NiftiDataset(filepath=str(path)).load()
 
 

@@ -1,13 +1,17 @@
-"""``NiftiDataset``: one NIfTI-1 image (``.nii`` or ``.nii.gz``) on any fsspec filesystem.
+"""``NiftiDataset``: one NIfTI-1 or NIfTI-2 image (``.nii`` or ``.nii.gz``) on any fsspec
+filesystem.
 
 The image round-trips through nibabel with its affine and header intact; loading reads the
-whole file into memory (brain volumes are megabytes) and saving is atomic.
+whole file into memory (brain volumes are megabytes) and saving is atomic. The version is
+read from the header's first field, ``sizeof_hdr`` (348 for NIfTI-1, 540 for NIfTI-2, in
+either byte order): real data sets, BraTS among them, ship both.
 """
 
 from __future__ import annotations
 
 import gzip
 import os
+import struct
 import zlib
 from typing import Any
 
@@ -19,10 +23,12 @@ from kedro.io.core import DatasetError, Version
 from medgen.datasets.file_dataset import VersionedFileDataset
 
 _GZIP_MAGIC = b"\x1f\x8b"
+#: ``sizeof_hdr`` -> the nibabel class of that NIfTI version.
+_NIFTI_VERSIONS = {348: nib.Nifti1Image, 540: nib.Nifti2Image}
 
 
 class NiftiReadError(DatasetError):
-    """A file that is not a readable NIfTI-1 image; the message names the file and why."""
+    """A file that is not a readable NIfTI-1/2 image; the message names the file and why."""
 
     def __init__(self, source: str, reason: str) -> None:
         super().__init__(f"{source}: {reason}")
@@ -41,10 +47,26 @@ def decode_nifti(raw: bytes, source: str) -> nib.Nifti1Image:
         raise NiftiReadError(
             source, f"not a NIfTI file: {len(raw)} bytes, a NIfTI-1 header alone is 348"
         )
+    sizes = {struct.unpack(f"{order}i", raw[:4])[0] for order in "<>"}
+    versions = [size for size in sizes if size in _NIFTI_VERSIONS]
+    if not versions:
+        raise NiftiReadError(
+            source,
+            f"not a NIfTI-1 or NIfTI-2 image (sizeof_hdr {sorted(sizes)}; NIfTI-1 has 348, "
+            "NIfTI-2 540)",
+        )
+    image_class = _NIFTI_VERSIONS[versions[0]]
+    if len(raw) < versions[0]:
+        raise NiftiReadError(
+            source, f"truncated header ({len(raw)} bytes, a NIfTI-2 header alone is 540)"
+        )
     try:
-        image = nib.Nifti1Image.from_bytes(raw)
+        image = image_class.from_bytes(raw)
     except Exception as exc:  # nibabel raises several types for bad headers
-        raise NiftiReadError(source, f"not a NIfTI-1 image ({type(exc).__name__}: {exc})") from exc
+        version = "NIfTI-1" if image_class is nib.Nifti1Image else "NIfTI-2"
+        raise NiftiReadError(
+            source, f"not a {version} image ({type(exc).__name__}: {exc})"
+        ) from exc
     # from_bytes is lazy: compare the voxel block's expected end with the bytes present,
     # so a short file fails here, by name, without decoding every volume eagerly.
     header = image.header
@@ -82,7 +104,8 @@ def encode_nifti(image: nib.Nifti1Image, compress: bool, level: int = 1) -> byte
 
 
 def as_nifti1(image: nib.spatialimages.SpatialImage) -> nib.Nifti1Image:
-    """Accept any nibabel spatial image (e.g. Nifti2 or MGH) by converting it to NIfTI-1."""
+    """Accept any nibabel spatial image: NIfTI-1 and NIfTI-2 (a `Nifti1Image` subclass) are
+    written as they are, others (e.g. MGH) converted to NIfTI-1."""
     if isinstance(image, nib.Nifti1Image):
         return image
     if isinstance(image, nib.spatialimages.SpatialImage):
