@@ -74,6 +74,21 @@ def test_train_resume_and_generate(tmp_path):
     torch.testing.assert_close(generate_class_conditional(unit, 2, PARAMS, seed=3)[0], 2 * latents)
 
 
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        {"name": "ddpm", "num_inference_steps": 3},  # clip_sample false: latents are unbounded
+        {"name": "edm", "num_inference_steps": 2, "sigma_data": 1.0},
+    ],
+)
+def test_every_strategy_trains_and_samples_the_3d_generator(tmp_path, strategy):
+    params = {**PARAMS, "strategy": {**strategy, "cond_drop_prob": 0.1}}
+    weights, report = train_class_conditional_generator(_latents(), params, tmp_path / "ckpt")
+    assert report["steps"] == 4 and weights.metadata["task"]["strategy"]["name"] == strategy["name"]
+    latents, _ = generate_class_conditional(weights, 1, params, seed=0)
+    assert latents.shape == (2, 4, 4, 6, 5) and torch.isfinite(latents).all()
+
+
 def test_bad_bundles_and_params_are_named(tmp_path):
     bundle = _latents()
     no_scale = TensorBundle(bundle.tensors, {})

@@ -94,7 +94,7 @@ class ClassConditionalParams:
         raise ``ValueError``; ``strategy`` gets :data:`STRATEGY_DEFAULTS` under its options."""
         config = config_tree_from_params(cls, params, SECTION)
         if "name" not in config.strategy:
-            raise ValueError(f"{SECTION}.strategy needs a name (rflow or ddpm)")
+            raise ValueError(f"{SECTION}.strategy needs a name (rflow, ddpm or edm)")
         name = str(config.strategy["name"])
         strategy = {**STRATEGY_DEFAULTS.get(name, {}), **config.strategy}
         if len(config.class_names) < 2:
