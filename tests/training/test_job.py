@@ -17,6 +17,7 @@ from medgen.training import (
     ConfigError,
     NonFiniteLossError,
     TrainingConfig,
+    TrainingError,
     TrainingJob,
     TrainingResult,
     load_checkpoint,
@@ -132,6 +133,13 @@ def test_without_a_checkpoint_dir_the_job_trains_in_a_temporary_folder():
     assert outcome.result.steps == 6 and not outcome.result.latest_checkpoint.exists()
     with pytest.raises(ConfigError, match="multi-node run needs a checkpoint_dir"):
         job(None, resources={"nnodes": 2})
+
+
+def test_a_node_without_rank_0_that_cannot_see_its_checkpoint_says_so(tmp_path, monkeypatch):
+    # What `launch` returns on a node that does not host rank 0; no checkpoint is shared here.
+    monkeypatch.setattr("medgen.training.job.launch", lambda *args, **kwargs: None)
+    with pytest.raises(TrainingError, match="file system every node shares"):
+        run_job(job(tmp_path / "ckpt"))
 
 
 def _free_port() -> int:

@@ -61,7 +61,7 @@ from medgen.training.distributed import (
     resolve_factory,
 )
 from medgen.training.engine import train
-from medgen.training.errors import ConfigError
+from medgen.training.errors import ConfigError, TrainingError
 from medgen.training.ranks import is_main_process
 from medgen.training.results import TrainingResult, TrainingTask
 
@@ -206,6 +206,12 @@ def run_job(job: TrainingJob) -> JobOutcome:
         )
         result = launch(train_worker, spec, job.resources, log_dir=directory / WORKER_LOGS_DIR)
         if result is None:  # this node does not host rank 0: read rank 0's result back
+            if not latest.is_file():
+                raise TrainingError(
+                    f"job {job.name!r}: this node does not host rank 0 and cannot see the final "
+                    f"checkpoint {latest} rank 0 wrote; a multi-node job needs its checkpoint "
+                    "folder on a file system every node shares (docs/cluster.md)"
+                )
             result = TrainingResult.from_checkpoint(latest)
         return JobOutcome(result, resumed_from, time.perf_counter() - start)
 
