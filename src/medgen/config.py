@@ -96,6 +96,15 @@ def config_tree_from_params(cls: type[T], params: Mapping[str, Any] | None, sect
     return cls(**values)
 
 
+def require_positive_ints(config: Any, section: str, *keys: str) -> None:
+    """ValueError naming ``<section>.<key>`` unless each attribute ``key`` of ``config`` is an
+    integer >= 1 (booleans are not integers here, though Python says they are)."""
+    for key in keys:
+        value = getattr(config, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{section}.{key} must be an integer >= 1, got {value!r}")
+
+
 def config_to_dict(config: Any) -> dict[str, Any]:
     """A parameter dataclass as the plain JSON-friendly dict its loader accepts: nested
     dataclasses become dicts and tuples become lists (YAML and JSON have no tuples)."""

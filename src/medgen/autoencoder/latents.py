@@ -20,16 +20,11 @@ import torch
 from tqdm.auto import tqdm
 
 from medgen.autoencoder.protocol import LatentAutoencoder
-from medgen.config import config_tree_from_params
+from medgen.config import config_tree_from_params, require_positive_ints
 from medgen.datasets import TensorBundle
 
 # Carried over from the source bundle: labels and indices that condition or identify items.
 PASSTHROUGH_KEYS = ("seg", "lesion_present", "subject_index", "slice_index")
-
-
-def _positive_batch_size(section: str, batch_size: Any) -> None:
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"{section}.batch_size must be an integer >= 1, got {batch_size!r}")
 
 
 @dataclass(frozen=True)
@@ -43,7 +38,7 @@ class Encoding2DParams:
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> Encoding2DParams:
         config = config_tree_from_params(cls, params, "autoencoder.encoding_2d")
-        _positive_batch_size("autoencoder.encoding_2d", config.batch_size)
+        require_positive_ints(config, "autoencoder.encoding_2d", "batch_size")
         return config
 
 
@@ -57,7 +52,7 @@ class Encoding3DParams:
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> Encoding3DParams:
         config = config_tree_from_params(cls, params, "autoencoder.encoding_3d")
-        _positive_batch_size("autoencoder.encoding_3d", config.batch_size)
+        require_positive_ints(config, "autoencoder.encoding_3d", "batch_size")
         return config
 
 

@@ -17,14 +17,11 @@ from medgen.models.patch_volume_autoencoder import (
     PatchVolumeAutoencoder,
     build_patch_volume_autoencoder,
 )
+from medgen.training.results import sub_state_dict
 
 KIND = "patch_volume_autoencoder"
 # Options that change memory or speed, not what is learned: they may differ between stages.
 _NOT_LEARNED = ("patch_batch_size",)
-
-
-def prefixed_state(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
 
 
 def weights_fingerprint(tensors: Mapping[str, torch.Tensor]) -> str:
@@ -43,10 +40,10 @@ def weights_bundle(
 ) -> TensorBundle:
     """The stage's output: autoencoder (and discriminator) tensors plus what rebuilds them."""
     tensors = {
-        f"autoencoder.{k}": v for k, v in prefixed_state(autoencoder_state, "autoencoder.").items()
+        f"autoencoder.{k}": v for k, v in sub_state_dict(autoencoder_state, "autoencoder.").items()
     }
     tensors.update(
-        {f"discriminator.{k}": v for k, v in prefixed_state(gan_state, "discriminator.").items()}
+        {f"discriminator.{k}": v for k, v in sub_state_dict(gan_state, "discriminator.").items()}
     )
     config = resolved.autoencoder
     model = PatchVolumeAutoencoder(3, in_channels, config)
@@ -83,7 +80,7 @@ def load_patch_volume_autoencoder(weights: TensorBundle) -> PatchVolumeAutoencod
         in_channels=int(meta["in_channels"]),
         spatial_dims=int(meta.get("spatial_dims", 3)),
     )
-    model.load_state_dict(prefixed_state(weights.tensors, "autoencoder."))
+    model.load_state_dict(sub_state_dict(weights.tensors, "autoencoder."))
     return model.eval()
 
 

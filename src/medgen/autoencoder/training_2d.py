@@ -57,6 +57,7 @@ from medgen.metrics.errors import MissingWeightsError
 from medgen.metrics.paired import paired_metrics
 from medgen.training import MlflowCallback, TrainingTask
 from medgen.training.errors import ConfigError
+from medgen.training.results import sub_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -280,8 +281,7 @@ def train_autoencoder_2d(
 
 def autoencoder_state(gan_state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The ``autoencoder.*`` entries of an `AutoencoderGAN` state dict, without the prefix."""
-    prefix = "autoencoder."
-    return {k[len(prefix) :]: v for k, v in gan_state.items() if k.startswith(prefix)}
+    return sub_state_dict(gan_state, "autoencoder.")
 
 
 def _phase_report(outcome) -> dict[str, Any]:

@@ -47,7 +47,6 @@ from medgen.autoencoder.patch_volume_weights import (
     KIND,
     check_stage1_weights,
     load_patch_volume_autoencoder,
-    prefixed_state,
     weights_bundle,
     weights_fingerprint,
 )
@@ -58,6 +57,7 @@ from medgen.models.patch_volume_autoencoder import (
     build_patch_volume_autoencoder,
 )
 from medgen.training import MlflowCallback, TrainingJob, TrainingTask, run_job
+from medgen.training.results import sub_state_dict
 
 
 def build_stage_model(
@@ -81,8 +81,8 @@ def build_stage_model(
         micro_batches_per_step=accum_steps,
     )
     if init_weights is not None:
-        model.load_state_dict(prefixed_state(init_weights.tensors, "autoencoder."))
-        disc_state = prefixed_state(init_weights.tensors, "discriminator.")
+        model.load_state_dict(sub_state_dict(init_weights.tensors, "autoencoder."))
+        disc_state = sub_state_dict(init_weights.tensors, "discriminator.")
         if gan.discriminator is not None and disc_state:
             gan.discriminator.load_state_dict(disc_state)
     if stage == 2:

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from medgen.config import config_tree_from_params
+from medgen.config import config_tree_from_params, require_positive_ints
 from medgen.data.cohort import IMAGE_MODALITIES
 from medgen.datasets import TensorBundle
 from medgen.diffusion.task import DiffusionTask, build_task
@@ -99,10 +99,7 @@ class ClassConditionalParams:
         strategy = {**STRATEGY_DEFAULTS.get(name, {}), **config.strategy}
         if len(config.class_names) < 2:
             raise ValueError(f"{SECTION}.class_names needs two or more classes")
-        if not isinstance(config.sampling.batch_size, int) or config.sampling.batch_size < 1:
-            raise ValueError(
-                f"{SECTION}.sampling.batch_size must be >= 1, got {config.sampling.batch_size!r}"
-            )
+        require_positive_ints(config.sampling, f"{SECTION}.sampling", "batch_size")
         TrainingConfig.from_dict(config.training)  # a misspelt training key fails here
         return cls(**{**vars(config), "strategy": strategy})
 

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from medgen.config import config_tree_from_params
+from medgen.config import config_tree_from_params, require_positive_ints
 from medgen.datasets import TensorBundle
 from medgen.diffusion import binarize_mask
 from medgen.generation.chain import generate_chain, sampler_settings
@@ -49,11 +49,11 @@ class GenerationParams:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> GenerationParams:
-        config = config_tree_from_params(cls, params, "latent_diffusion.generation")
-        for key in ("n_images", "batch_size", "max_mask_rounds", "grid_columns"):
-            value = getattr(config, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"latent_diffusion.generation.{key} must be >= 1, got {value!r}")
+        section = "latent_diffusion.generation"
+        config = config_tree_from_params(cls, params, section)
+        require_positive_ints(
+            config, section, "n_images", "batch_size", "max_mask_rounds", "grid_columns"
+        )
         return config
 
 

@@ -15,6 +15,7 @@ from torch import nn
 
 from medgen.datasets import TensorBundle
 from medgen.diffusion import DiffusionTask, build_task
+from medgen.training.results import sub_state_dict
 
 MODEL_PREFIX = "model."
 EMA_PREFIX = "ema."
@@ -53,7 +54,7 @@ def to_model_bundle(
 def state_from_bundle(bundle: TensorBundle, use_ema: bool = True) -> dict[str, torch.Tensor]:
     """The EMA weights (or the raw ones when ``use_ema`` is false or there is no EMA)."""
     prefix = EMA_PREFIX if use_ema and bundle.metadata.get("has_ema") else MODEL_PREFIX
-    return {k[len(prefix) :]: v for k, v in bundle.tensors.items() if k.startswith(prefix)}
+    return sub_state_dict(bundle.tensors, prefix)
 
 
 def load_diffusion_model(

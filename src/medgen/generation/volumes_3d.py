@@ -22,7 +22,7 @@ from PIL import Image
 from medgen.autoencoder.figures import volume_grid
 from medgen.autoencoder.latents import select_channels
 from medgen.autoencoder.tiled import decode_tiled
-from medgen.config import config_tree_from_params
+from medgen.config import config_tree_from_params, require_positive_ints
 from medgen.datasets import TensorBundle
 from medgen.generation.class_conditional_3d import (
     ClassConditionalParams,
@@ -54,11 +54,7 @@ class VolumeGenerationParams:
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> VolumeGenerationParams:
         config = config_tree_from_params(cls, params, "latent_diffusion.volumes.generation")
-        if not isinstance(config.tile_size, int) or config.tile_size < 1:
-            raise ValueError(
-                f"latent_diffusion.volumes.generation.tile_size must be >= 1, "
-                f"got {config.tile_size!r}"
-            )
+        require_positive_ints(config, "latent_diffusion.volumes.generation", "tile_size")
         if not 0.0 <= config.overlap < 1.0:
             raise ValueError(
                 f"latent_diffusion.volumes.generation.overlap must be in [0, 1), "

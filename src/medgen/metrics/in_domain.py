@@ -32,6 +32,7 @@ from medgen.datasets import TensorBundle
 from medgen.metrics.images import ArrayLike, as_tensor
 from medgen.training import TrainingConfig, TrainingJob, TrainingTask, run_job
 from medgen.training.callbacks import LossComponentsLogger
+from medgen.training.results import sub_state_dict
 
 NUM_ROTATIONS = 4
 
@@ -237,13 +238,7 @@ def train_in_domain_backbone(
     )
     result = run_job(job).result
     encoder = InDomainEncoder(feature_dim=feature_dim, width=width, input_size=int(x.shape[-1]))
-    encoder.load_state_dict(
-        {
-            k.removeprefix("encoder."): v
-            for k, v in result.model_state.items()
-            if k.startswith("encoder.")
-        }
-    )
+    encoder.load_state_dict(sub_state_dict(result.model_state, "encoder."))
     records = [r for r in result.history if r["kind"] == "step"]
     history = {name: [r[name] for r in records] for name in ("rotation", *label_classes)}
     return encoder.eval(), history

@@ -146,17 +146,15 @@ class TrainingJob:
         return factory_reference(self.factory)
 
     def fingerprint(self) -> dict[str, Any]:
-        """What the checkpoints depend on, as written to ``job.json``."""
+        """What the checkpoints depend on, as written (JSON-normalised) to ``job.json``."""
         learned = {k: v for k, v in self.config.to_dict().items() if k not in BOOKKEEPING_KEYS}
-        return _json(
-            {
-                "factory": self.factory_reference,
-                "options": dict(self.options),
-                "training": learned,
-                "data": {name: bundle.fingerprint() for name, bundle in sorted(self.data.items())},
-                **({"identity": dict(self.identity)} if self.identity else {}),
-            }
-        )
+        return {
+            "factory": self.factory_reference,
+            "options": dict(self.options),
+            "training": learned,
+            "data": {name: bundle.fingerprint() for name, bundle in sorted(self.data.items())},
+            **({"identity": dict(self.identity)} if self.identity else {}),
+        }
 
 
 @dataclass
@@ -191,7 +189,7 @@ def run_job(job: TrainingJob) -> JobOutcome:
                 resumed_from,
                 directory,
             )
-            result = TrainingResult.from_checkpoint(latest)
+            result = TrainingResult.from_checkpoint(latest, state)
             return JobOutcome(result, resumed_from, time.perf_counter() - start, skipped=True)
         spec = JobSpec(
             factory=job.factory_reference,

@@ -3,7 +3,7 @@ back (`TrainingResult`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,13 +46,17 @@ class TrainingResult:
     config: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path) -> TrainingResult:
+    def from_checkpoint(
+        cls, path: str | Path, state: dict[str, Any] | None = None
+    ) -> TrainingResult:
         """The result `train` returned for the run whose final checkpoint is ``path``.
 
         The final ``latest.pt`` holds everything the result does, so any process that sees
-        the checkpoint folder can rebuild rank 0's result (docs/cluster.md)."""
+        the checkpoint folder can rebuild rank 0's result (docs/cluster.md). ``state``: the
+        checkpoint already read from ``path`` (it is not read again)."""
         path = Path(path)
-        state = load_checkpoint(path, map_location="cpu")
+        if state is None:
+            state = load_checkpoint(path, map_location="cpu")
         best = path.parent / BEST
         return cls(
             model_state=state["model"],
@@ -75,5 +79,9 @@ def ema_module_state(
     network's keys with ``module.`` and adds its ``n_averaged`` counter)."""
     if averaged_state is None:
         return None
-    prefix = "module."
-    return {k[len(prefix) :]: v for k, v in averaged_state.items() if k.startswith(prefix)}
+    return sub_state_dict(averaged_state, "module.")
+
+
+def sub_state_dict(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries of ``state`` under ``prefix`` (a submodule's state dict), without it."""
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
