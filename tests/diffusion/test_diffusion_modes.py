@@ -92,4 +92,13 @@ def test_mask_helpers():
     assert torch.equal(
         binarize_mask(torch.tensor([-1.0, 0.0, 1e-3])), torch.tensor([0, 0, 1], dtype=torch.uint8)
     )
-    assert set(MODES.names()) == {"seg", "bravo", "dual", "t1_pre", "t1_gd", "class"}
+    assert set(MODES.names()) == {
+        "seg",
+        "bravo",
+        "dual",
+        "t1_pre",
+        "t1_gd",
+        "class",
+        "inpaint",
+        "text",
+    }

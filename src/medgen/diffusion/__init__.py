@@ -1,5 +1,5 @@
 """Diffusion strategies (HOW: ``ddpm``, ``rflow``, ``edm``), modes (WHAT: ``seg``, ``bravo``, ``dual``,
-``t1_pre``, ``t1_gd``, ``class``) and spaces (WHERE: ``pixel``, ``latent``,
+``t1_pre``, ``t1_gd``, ``class``, ``inpaint``, ``text``) and spaces (WHERE: ``pixel``, ``latent``,
 ``precomputed_latent``), bundled by ``DiffusionTask``.
 
 The 3D class-conditional generator job (train on pre-encoded latents, sample per class) is
@@ -17,8 +17,11 @@ from medgen.diffusion.guidance import (
     combine_guidance,
     drop_condition,
     is_class_labels,
+    is_token_ids,
     null_condition,
 )
+from medgen.diffusion.inpainting_mode import InpaintingMode
+from medgen.diffusion.known_region import KnownRegion, Resampling
 from medgen.diffusion.loss_weighting import (
     min_snr_weight,
     snr_from_alphas_cumprod,
@@ -47,6 +50,7 @@ from medgen.diffusion.spaces import (
     build_space,
 )
 from medgen.diffusion.task import DiffusionTask, build_task
+from medgen.diffusion.text_mode import TextMode
 
 __all__ = [
     "MODES",
@@ -66,12 +70,16 @@ __all__ = [
     "DiffusionTask",
     "EDMPreconditioner",
     "EDMStrategy",
+    "InpaintingMode",
+    "KnownRegion",
     "LatentSpace",
     "PixelSpace",
     "PrecomputedLatentSpace",
     "PredictionType",
     "RectifiedFlowStrategy",
+    "Resampling",
     "SegMode",
+    "TextMode",
     "TimestepSampling",
     "binarize_mask",
     "build_mode",
@@ -81,6 +89,7 @@ __all__ = [
     "combine_guidance",
     "drop_condition",
     "is_class_labels",
+    "is_token_ids",
     "karras_sigmas",
     "lesion_condition",
     "min_snr_weight",

@@ -15,6 +15,12 @@ Two hooks let a strategy grow beyond "one plain network call per step" (EDM uses
   diffusers scheduler ``order``): a step receives the guided denoiser and may call it more than
   once, so a second-order solver (Heun) runs in the same sampling loop.
 
+Inpainting (:class:`~medgen.diffusion.known_region.KnownRegion`): training and sampling take an
+optional known region; the tensor is noisy inside it and holds the clean known values outside at
+every step, and the loss counts region voxels only. RePaint resampling
+(:class:`~medgen.diffusion.known_region.Resampling`) pushes the sample back along the forward
+process with :meth:`DiffusionStrategy.marginal`.
+
 Steps vs network evaluations: ``num_steps`` (and ``num_inference_steps``) count *solver steps*;
 :meth:`DiffusionStrategy.num_sampling_steps` reports *network evaluations per sample* (NFE), the
 cost a report should quote. They are equal for first-order samplers (DDPM, DDIM, Euler).
@@ -38,8 +44,10 @@ from medgen.diffusion.guidance import (
     drop_condition,
     guided_model,
     is_class_labels,
+    is_token_ids,
     model_forward,
 )
+from medgen.diffusion.known_region import KnownRegion, Resampling
 from medgen.diffusion.loss_weighting import min_snr_weight
 from medgen.diffusion.rng import randn
 from medgen.models.registry import Registry
@@ -160,6 +168,32 @@ class DiffusionStrategy(ABC):
     def snr(self, timesteps: torch.Tensor) -> torch.Tensor:
         """Signal-to-noise ratio of ``x_t`` per sample, for Min-SNR-γ."""
 
+    def marginal(self, t: float) -> tuple[float, float]:
+        """``(a, s)`` of the forward marginal ``x_t = a·x0 + s·ε`` at sampling time ``t``; used to
+        re-noise a sample (RePaint resampling). Strategies without it cannot resample."""
+        raise NotImplementedError(f"{self.name} does not define marginal(): no resampling")
+
+    def renoise(
+        self,
+        x: torch.Tensor,
+        t_from: float,
+        t_to: float,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Sample ``x_{t_to}`` from ``x_{t_from}`` (``t_to`` noisier) with the forward process:
+        ``x_to = (a_to/a_from)·x_from + sqrt(s_to² − (a_to/a_from)²·s_from²)·ε``, exact for any
+        Gaussian marginal ``x_t = a_t·x0 + s_t·ε``."""
+        a_from, s_from = self.marginal(t_from)
+        a_to, s_to = self.marginal(t_to)
+        ratio = a_to / a_from
+        variance = s_to**2 - (ratio * s_from) ** 2
+        if variance < -1e-6:
+            raise ValueError(
+                f"{self.name}: cannot re-noise from t={t_from} to the less noisy t={t_to}"
+            )
+        noise = randn(x.shape, generator, x.device, x.dtype)
+        return ratio * x + max(variance, 0.0) ** 0.5 * noise
+
     def predict(
         self,
         model: nn.Module,
@@ -188,22 +222,29 @@ class DiffusionStrategy(ABC):
         x0: torch.Tensor,
         cond: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        known: KnownRegion | None = None,
     ) -> torch.Tensor:
         """Scalar training loss for clean samples ``x0`` ``[B, C, *spatial]``: the MSE between
         :meth:`predict` and :meth:`training_target`, weighted per sample by :meth:`loss_weights`.
 
-        ``cond`` is a spatial condition ``[B, Cc, *spatial]`` (concatenated to the noisy input) or
-        integer class labels ``[B]``, replaced by the null condition with probability
-        ``cond_drop_prob`` per sample; ``generator`` seeds the noise, timesteps and dropout, drawn
-        in that order.
+        ``cond`` is a spatial condition ``[B, Cc, *spatial]`` (concatenated to the noisy input),
+        integer class labels ``[B]`` or token ids ``[B, L]``, replaced by the null condition with
+        probability ``cond_drop_prob`` per sample; ``generator`` seeds the noise, timesteps and
+        dropout, drawn in that order. ``known`` (inpainting): the noisy input holds the known
+        values outside the region and the MSE counts region voxels only.
         """
         self._check_inputs(x0.shape, cond)
         noise = randn(x0.shape, generator, x0.device, x0.dtype)
         timesteps = self.sample_timesteps(x0, generator)
         if cond is not None:
             cond = drop_condition(cond, self.cond_drop_prob, generator)
-        pred = self.predict(model, self.add_noise(x0, noise, timesteps), timesteps, cond)
-        loss = per_sample_mse(pred, self.training_target(x0, noise, timesteps))
+        x_t = self.add_noise(x0, noise, timesteps)
+        if known is not None:
+            known = known.to(x0.device, x0.dtype)
+            x_t = known.apply(x_t)
+        pred = self.predict(model, x_t, timesteps, cond)
+        target = self.training_target(x0, noise, timesteps)
+        loss = per_sample_mse(pred, target) if known is None else known.per_sample_mse(pred, target)
         weights = self.loss_weights(timesteps)
         if weights is not None:
             loss = loss * weights
@@ -250,6 +291,8 @@ class DiffusionStrategy(ABC):
         guidance_scale: float = 1.0,
         generator: torch.Generator | None = None,
         progress: bool = False,
+        known: KnownRegion | None = None,
+        resampling: Resampling | None = None,
     ) -> torch.Tensor:
         """Generate samples of ``shape`` ``[B, C, *spatial]`` from noise.
 
@@ -258,6 +301,8 @@ class DiffusionStrategy(ABC):
         batch under classifier-free guidance (``guidance_scale != 1``; 1.0 = no guidance).
         ``cond`` is a spatial condition or class labels ``[B]`` (-1: unconditional). The initial
         noise, of standard deviation :attr:`init_noise_sigma`, is drawn with ``generator``.
+        ``known`` (inpainting) holds the known values outside its region after every step;
+        ``resampling`` adds RePaint's resampling passes (more network evaluations).
         """
         self._check_inputs(shape, cond)
         steps = self.num_solver_steps(num_steps)
@@ -266,6 +311,14 @@ class DiffusionStrategy(ABC):
         x = randn(shape, generator, device)
         if self.init_noise_sigma != 1.0:
             x = x * self.init_noise_sigma
+        if known is not None:
+            known = known.to(device)
+            if tuple(known.known.shape) != tuple(shape):
+                raise ValueError(
+                    f"{self.name}: known values {tuple(known.known.shape)} must have the sample "
+                    f"shape {tuple(shape)}"
+                )
+            x = known.apply(x)
         guided = guided_model(
             model, None if cond is None else cond.to(device), guidance_scale, forward=self.predict
         )
@@ -274,8 +327,14 @@ class DiffusionStrategy(ABC):
             # Integer timesteps (DDPM) stay int64, continuous ones (flow, σ) become float32.
             return guided(x, torch.full((shape[0],), t, device=device))
 
-        for i in tqdm(range(len(timesteps)), disable=not progress, desc=f"{self.sampler} sampling"):
-            x = step(denoise, i, x)
+        schedule = list((resampling or Resampling()).schedule(len(timesteps)))
+        for kind, i, j in tqdm(schedule, disable=not progress, desc=f"{self.sampler} sampling"):
+            if kind == "step":
+                x = step(denoise, i, x)
+            else:
+                x = self.renoise(x, timesteps[i], timesteps[j], generator)
+            if known is not None:
+                x = known.apply(x)
         return x
 
     def _check_inputs(self, shape: Sequence[int], cond: torch.Tensor | None) -> None:
@@ -284,16 +343,15 @@ class DiffusionStrategy(ABC):
             raise ValueError(f"{self.name}: expected [B, C, H, W] or [B, C, D, H, W], got {shape}")
         if cond is None:
             return
-        if is_class_labels(cond):
+        if is_class_labels(cond) or is_token_ids(cond):
             if cond.shape[0] != shape[0]:
-                raise ValueError(
-                    f"{self.name}: {cond.shape[0]} class labels for a batch of {shape[0]}"
-                )
+                what = "class labels" if cond.ndim == 1 else "token id rows"
+                raise ValueError(f"{self.name}: {cond.shape[0]} {what} for a batch of {shape[0]}")
             return
         if cond.ndim != len(shape) or cond.shape[0] != shape[0] or cond.shape[2:] != shape[2:]:
             raise ValueError(
                 f"{self.name}: condition {tuple(cond.shape)} {cond.dtype} must be integer class "
-                f"labels [{shape[0]}] or a spatial condition matching {shape} in batch and "
+                f"labels [{shape[0]}], token ids [{shape[0]}, L] or a spatial condition matching {shape} in batch and "
                 "spatial size"
             )
 

@@ -145,6 +145,11 @@ class DDPMStrategy(DiffusionStrategy):
     def snr(self, timesteps: torch.Tensor) -> torch.Tensor:
         return snr_from_alphas_cumprod(self.alphas_cumprod, timesteps)
 
+    def marginal(self, t: float) -> tuple[float, float]:
+        """``x_t = √ᾱ_t·x0 + √(1−ᾱ_t)·ε``."""
+        alpha_bar = float(self.alphas_cumprod[int(t)])
+        return alpha_bar**0.5, (1.0 - alpha_bar) ** 0.5
+
     def _reverse_process(
         self,
         shape: Sequence[int],

@@ -188,6 +188,10 @@ class EDMStrategy(DiffusionStrategy):
             scale.c_out(sigma), x_t
         ) * out.to(x_t.dtype)
 
+    def marginal(self, t: float) -> tuple[float, float]:
+        """``x_σ = x0 + σ·ε``: ``(1, σ)``."""
+        return 1.0, float(t)
+
     # --------------------------------------------------------------- sampling
     def num_solver_steps(self, num_steps: int | None = None) -> int:
         """``num_steps``, else ``num_inference_steps`` (default 18) Heun steps."""

@@ -1,9 +1,11 @@
 """Classifier-free guidance (Ho & Salimans 2022, https://arxiv.org/abs/2207.12598).
 
-A condition is either *spatial* (``[B, Cc, *spatial]`` float, e.g. the lesion mask, concatenated
-to the noisy input along channels) or *class labels* (``[B]`` integers, passed to the network as
-``class_labels=``, e.g. for :class:`~medgen.models.dit.DiT`); :func:`is_class_labels` tells them
-apart.
+A condition is *spatial* (``[B, Cc, *spatial]`` float, e.g. the lesion mask, concatenated to the
+noisy input along channels), *class labels* (``[B]`` integers, passed to the network as
+``class_labels=``, e.g. for :class:`~medgen.models.dit.DiT`) or *token ids* (``[B, L]`` integers,
+a tokenised prompt, passed as ``tokens=`` to a text-conditioned network that encodes them itself,
+e.g. :class:`~medgen.text2image.network.TextConditionedUNet`); :func:`is_class_labels` and
+:func:`is_token_ids` tell them apart.
 
 Training drops the condition of each sample independently with probability ``p`` and replaces it
 by the *null condition*. For a spatial condition that is an all-zero tensor of the same shape. Zero
@@ -11,7 +13,8 @@ is chosen because the lesion condition lives in {-1, +1}: zero is outside it, wh
 ``DiffusionInferer`` default fill of -1 would be identical to a real "no lesion" mask and teach the
 unconditional branch that every image is lesion-free. For class labels it is the label -1
 (:data:`~medgen.models.dit.NULL_CLASS`), which the network embeds with its own learned row, as in
-DiT. At sampling the two predictions are combined as ``out = uncond + s · (cond − uncond)``;
+DiT. For token ids it is all zeros, i.e. all padding (pad id 0), which a text-conditioned network
+reads as the empty prompt: caption dropout to the empty prompt. At sampling the two predictions are combined as ``out = uncond + s · (cond − uncond)``;
 ``s = 1`` is the plain conditional model and is evaluated with one forward pass.
 """
 
@@ -36,8 +39,14 @@ def is_class_labels(cond: torch.Tensor) -> bool:
     return cond.ndim == 1 and cond.dtype in _INTEGER_DTYPES
 
 
+def is_token_ids(cond: torch.Tensor) -> bool:
+    """Whether ``cond`` is a tokenised prompt ``[B, L]`` (2-D integer tensor)."""
+    return cond.ndim == 2 and cond.dtype in _INTEGER_DTYPES
+
+
 def null_condition(cond: torch.Tensor) -> torch.Tensor:
-    """The condition meaning "no condition": label -1 for class labels, zeros for a spatial one."""
+    """The condition meaning "no condition": label -1 for class labels, zeros for a spatial one
+    and for token ids (all padding: the empty prompt)."""
     if is_class_labels(cond):
         return torch.full_like(cond, NULL_CLASS)
     return torch.zeros_like(cond)
@@ -67,13 +76,16 @@ def combine_guidance(uncond: torch.Tensor, cond: torch.Tensor, scale: float) -> 
 def model_forward(
     model: nn.Module, x: torch.Tensor, timesteps: torch.Tensor, cond: torch.Tensor | None
 ) -> torch.Tensor:
-    """Call ``model`` with its condition: class labels as ``model(x, t, class_labels=cond)``, a
-    spatial condition concatenated to the noisy input along channels (the strategies check shapes
-    once, on entry). Everything goes through ``model``'s forward, as DDP requires."""
+    """Call ``model`` with its condition: class labels as ``model(x, t, class_labels=cond)``, token
+    ids as ``model(x, t, tokens=cond)``, a spatial condition concatenated to the noisy input along
+    channels (the strategies check shapes once, on entry). Everything goes through ``model``'s
+    forward, as DDP requires."""
     if cond is None:
         return model(x, timesteps)
     if is_class_labels(cond):
         return model(x, timesteps, class_labels=cond)
+    if is_token_ids(cond):
+        return model(x, timesteps, tokens=cond)
     return model(torch.cat([x, cond.to(dtype=x.dtype)], dim=1), timesteps)
 
 

@@ -96,6 +96,16 @@ class DiffusionMode:
         """Channels a spatial condition adds to the network input (class labels add none)."""
         return 0 if self.num_classes else len(self.condition_names)
 
+    @property
+    def spatial_condition(self) -> bool:
+        """Whether the condition is a map resized to the space's grid (not labels or tokens)."""
+        return self.conditional and not self.num_classes
+
+    @property
+    def known_channels(self) -> int:
+        """Data channels of a known image the network also sees (inpainting); 0 otherwise."""
+        return 0
+
     def options(self) -> dict[str, Any]:
         """Constructor options besides ``modalities`` (JSON values); none for the base modes."""
         return {}

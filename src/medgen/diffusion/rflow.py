@@ -149,6 +149,11 @@ class RectifiedFlowStrategy(DiffusionStrategy):
     def snr(self, timesteps: torch.Tensor) -> torch.Tensor:
         return snr_from_flow_sigma(timesteps.float() / self.num_train_timesteps)
 
+    def marginal(self, t: float) -> tuple[float, float]:
+        """``x_t = (1 − t/T)·x0 + (t/T)·ε``."""
+        sigma = float(t) / self.num_train_timesteps
+        return 1.0 - sigma, sigma
+
     def sampling_timesteps(self, shape: Sequence[int], num_steps: int) -> list[float]:
         """MONAI's sampling grid from ``t = T`` down (``num_steps`` values, 0 excluded)."""
         spatial_dims = len(shape) - 2

@@ -2,9 +2,11 @@
 
 ``task.loss`` has the generic engine signature ``loss_fn(model, batch) -> scalar Tensor`` and
 ``task.generate`` produces data-space samples. ``task.build_model(backbone_config)`` builds a
-backbone with the right channel counts: in = space channels of the target + spatial condition
-channels (channel concatenation; class labels add none), out = space channels of the target; a
-class-conditional mode also sets the backbone's ``num_classes``.
+backbone with the right channel counts: in = space channels of the target + space channels of a known image
+(inpainting) + spatial condition channels (channel concatenation; class labels and token ids add
+none), out = space channels of the target; a class-conditional mode also sets the backbone's
+``num_classes``. An inpainting mode's region and known image become a
+:class:`~medgen.diffusion.known_region.KnownRegion` for the strategy (see :meth:`DiffusionTask.inpaint`).
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from medgen.diffusion.base import DiffusionStrategy, build_strategy, model_device
+from medgen.diffusion.known_region import KnownRegion, Resampling
 from medgen.diffusion.modes import DiffusionMode, build_mode
 from medgen.diffusion.spaces import DiffusionSpace, PixelSpace, build_space
 from medgen.models import build_backbone
@@ -48,7 +52,8 @@ class DiffusionTask:
 
     @property
     def in_channels(self) -> int:
-        return self.space.channels(self.mode.target_channels) + self.mode.condition_channels
+        known = self.space.channels(self.mode.known_channels) if self.mode.known_channels else 0
+        return self.space.channels(self.mode.target_channels) + known + self.mode.condition_channels
 
     @property
     def out_channels(self) -> int:
@@ -76,21 +81,75 @@ class DiffusionTask:
         )
 
     def prepare(self, batch: Mapping[str, Any], device: torch.device | str = "cpu"):
-        """Batch → ``(x0, cond)`` in space coordinates on ``device`` (class labels unchanged)."""
-        cond = self.mode.condition(batch)
+        """Batch → ``(x0, cond)`` in space coordinates on ``device`` (labels and tokens
+        unchanged; for inpainting the known image's space coordinates come first in ``cond``)."""
         z0 = self.space.prepare_target(self.mode, batch, device)
+        cond, _ = self._condition(batch, device, tuple(z0.shape[2:]))
+        return z0, cond
+
+    def _condition(
+        self, batch: Mapping[str, Any], device: torch.device | str, spatial: tuple[int, ...]
+    ) -> tuple[torch.Tensor | None, KnownRegion | None]:
+        """The network condition and, for inpainting, the known region on the space's grid."""
+        cond = self.mode.condition(batch)
         if cond is not None:
             cond = cond.to(device)
-            if not self.mode.num_classes:
-                cond = self.space.resize_condition(cond, z0.shape[2:])
-        return z0, cond
+            if self.mode.spatial_condition:
+                cond = self.space.resize_condition(cond, spatial)
+        if not self.mode.known_channels:
+            return cond, None
+        known = self.space.encode(self.mode.known(batch).to(device))
+        region = _pool_region(self.mode.region(batch).to(device), spatial)
+        loss_region = None
+        if getattr(self.mode, "loss_region_key", None) is not None:
+            loss_region = _pool_region(self.mode.loss_region(batch).to(device), spatial)
+        # The mode's first extra channel is the region as {-1, +1}; on a coarser grid it must be
+        # the max-pooled region the strategy generates, not the area average of the maps.
+        cond = torch.cat([known, region * 2.0 - 1.0, cond[:, 1:]], dim=1)
+        return cond, KnownRegion(region, known, loss_region)
 
     def loss(
         self, model: nn.Module, batch: Mapping[str, Any], generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """Scalar training loss for a data batch (engine ``loss_fn(model, batch)``)."""
-        z0, cond = self.prepare(batch, model_device(model))
-        return self.strategy.training_loss(model, z0, cond, generator=generator)
+        device = model_device(model)
+        z0 = self.space.prepare_target(self.mode, batch, device)
+        cond, known = self._condition(batch, device, tuple(z0.shape[2:]))
+        return self.strategy.training_loss(model, z0, cond, generator=generator, known=known)
+
+    @torch.no_grad()
+    def inpaint(
+        self,
+        model: nn.Module,
+        batch: Mapping[str, Any],
+        *,
+        num_steps: int | None = None,
+        generator: torch.Generator | None = None,
+        resampling: Resampling | None = None,
+        progress: bool = False,
+        decode: bool = True,
+    ) -> torch.Tensor:
+        """Fill the region of an inpainting batch (no ground truth needed): the sample holds the
+        known image's space coordinates outside the region at every step. Returns data space
+        (``decode``) or space coordinates; compositing in data space is the caller's."""
+        if not self.mode.known_channels:
+            raise ValueError(f"mode {self.mode.name!r} is not an inpainting mode")
+        device = model_device(model)
+        known_data = self.mode.known(batch)
+        spatial = self.space.spatial_shape(known_data.shape[2:])
+        cond, known = self._condition(batch, device, spatial)
+        shape = (known_data.shape[0], self.out_channels, *spatial)
+        z = self.strategy.sample(
+            model,
+            shape,
+            cond,
+            num_steps=num_steps,
+            generator=generator,
+            progress=progress,
+            known=known,
+            resampling=resampling,
+        )
+        return self.space.decode(z) if decode else z
 
     __call__ = loss
 
@@ -122,17 +181,20 @@ class DiffusionTask:
             num_steps, guidance_scale, generator, progress: passed to ``strategy.sample``.
             decode: return data (default) or space coordinates.
         """
+        if self.mode.known_channels:
+            raise ValueError(f"mode {self.mode.name!r} inpaints: use DiffusionTask.inpaint")
         if self.mode.conditional and cond is None:
             what = "class labels" if self.mode.num_classes else "a lesion mask"
             raise ValueError(f"mode {self.mode.name!r} is conditional: pass cond ({what})")
         if not self.mode.conditional and cond is not None:
             raise ValueError(f"mode {self.mode.name!r} is unconditional: cond must be None")
         device = model_device(model)
-        if cond is not None and self.mode.num_classes:
-            cond = self.mode.check_labels(cond, allow_null=True)
+        if cond is not None and not self.mode.spatial_condition:
+            check = getattr(self.mode, "check_labels", None)
+            cond = check(cond, allow_null=True) if check else self.mode.check_tokens(cond)
             n = cond.shape[0] if n is None else n
             if n != cond.shape[0]:
-                raise ValueError(f"{cond.shape[0]} class labels disagree with n={n}")
+                raise ValueError(f"{cond.shape[0]} condition rows disagree with n={n}")
         elif cond is not None:
             n = cond.shape[0] if n is None else n
             spatial_shape = tuple(cond.shape[2:]) if spatial_shape is None else tuple(spatial_shape)
@@ -146,7 +208,7 @@ class DiffusionTask:
         shape = (n, self.out_channels, *latent_spatial)
         if cond is not None:
             cond = cond.to(device)
-            if not self.mode.num_classes:
+            if self.mode.spatial_condition:
                 cond = self.space.resize_condition(cond, latent_spatial)
         z = self.strategy.sample(
             model,
@@ -183,6 +245,16 @@ class DiffusionTask:
 
     def __repr__(self) -> str:
         return f"DiffusionTask({self.strategy!r}, {self.mode!r}, {type(self.space).__name__})"
+
+
+def _pool_region(region: torch.Tensor, spatial: Sequence[int]) -> torch.Tensor:
+    """A {0, 1} region on the ``spatial`` grid: max-pooled, so a cell that overlaps it at all is
+    in it (identity when the grids agree)."""
+    spatial = tuple(int(s) for s in spatial)
+    if tuple(region.shape[2:]) == spatial:
+        return region
+    pool = F.adaptive_max_pool2d if region.ndim == 4 else F.adaptive_max_pool3d
+    return pool(region, spatial)
 
 
 def build_task(config: Mapping[str, Any], autoencoder: Any = None) -> DiffusionTask:
