@@ -1,5 +1,6 @@
 """Kedro datasets for medgen: NIfTI images, subject folders, and tensor bundles."""
 
+from medgen.datasets.csv_image_dataset import CSVImageDataset, CSVRowError
 from medgen.datasets.nifti_dataset import NiftiDataset, NiftiReadError
 from medgen.datasets.optional_dataset import OptionalDataset
 from medgen.datasets.subject_folder_dataset import (
@@ -12,6 +13,8 @@ from medgen.datasets.subject_folder_dataset import (
 from medgen.datasets.tensor_dataset import TensorBundle, TensorDataset
 
 __all__ = [
+    "CSVImageDataset",
+    "CSVRowError",
     "LazySubject",
     "NiftiDataset",
     "NiftiReadError",
