@@ -88,17 +88,24 @@ class DiffusionTask:
         return z0, cond
 
     def _condition(
-        self, batch: Mapping[str, Any], device: torch.device | str, spatial: tuple[int, ...]
+        self,
+        batch: Mapping[str, Any],
+        device: torch.device | str,
+        spatial: tuple[int, ...] | None = None,
     ) -> tuple[torch.Tensor | None, KnownRegion | None]:
-        """The network condition and, for inpainting, the known region on the space's grid."""
+        """The network condition and, for inpainting, the known region on the space's grid
+        (``spatial``: the target's grid; None: the encoded known image's)."""
+        known = None
+        if self.mode.known_channels:
+            known = self.space.encode(self.mode.known(batch).to(device))
+            spatial = tuple(known.shape[2:]) if spatial is None else spatial
         cond = self.mode.condition(batch)
         if cond is not None:
             cond = cond.to(device)
             if self.mode.spatial_condition:
                 cond = self.space.resize_condition(cond, spatial)
-        if not self.mode.known_channels:
+        if known is None:
             return cond, None
-        known = self.space.encode(self.mode.known(batch).to(device))
         region = _pool_region(self.mode.region(batch).to(device), spatial)
         loss_region = None
         if getattr(self.mode, "loss_region_key", None) is not None:
@@ -134,11 +141,8 @@ class DiffusionTask:
         (``decode``) or space coordinates; compositing in data space is the caller's."""
         if not self.mode.known_channels:
             raise ValueError(f"mode {self.mode.name!r} is not an inpainting mode")
-        device = model_device(model)
-        known_data = self.mode.known(batch)
-        spatial = self.space.spatial_shape(known_data.shape[2:])
-        cond, known = self._condition(batch, device, spatial)
-        shape = (known_data.shape[0], self.out_channels, *spatial)
+        cond, known = self._condition(batch, model_device(model))
+        shape = (known.known.shape[0], self.out_channels, *known.known.shape[2:])
         z = self.strategy.sample(
             model,
             shape,
