@@ -11,7 +11,12 @@ from medgen.metrics.backbones import (
     custom_backbone,
     in_domain_backbone,
 )
-from medgen.metrics.brats_inpainting import brats_inpainting_metrics
+from medgen.metrics.brats_inpainting import (
+    BratsVariant,
+    brats_inpainting_metrics,
+    summarise_cases,
+    to_scanner_range,
+)
 from medgen.metrics.errors import MissingWeightsError
 from medgen.metrics.fid import (
     compute_fid,
@@ -45,6 +50,7 @@ from medgen.metrics.ssim import (
 
 __all__ = [
     "BACKBONES",
+    "BratsVariant",
     "FeatureBackbone",
     "InDomainEncoder",
     "LPIPSScorer",
@@ -52,6 +58,8 @@ __all__ = [
     "MetricResult",
     "MissingWeightsError",
     "brats_inpainting_metrics",
+    "summarise_cases",
+    "to_scanner_range",
     "build_backbone",
     "choose_ms_ssim_config",
     "compute_fid",
