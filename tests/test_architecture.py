@@ -36,6 +36,8 @@ ALLOWED = {
     ("generation", "medgen.autoencoder"): "generation encodes and decodes with the trained "
     "autoencoders (loading, tiled decoding, channel selection, reconstruction figures)",
     ("evaluation", "medgen.generation.slices"): "reference slices chosen as for training",
+    ("inpainting", "medgen.autoencoder"): "inpainting trains and uses the library's 3D "
+    "patch-volume autoencoder on t1n (no second autoencoder implementation)",
 }
 FREE_LAYERS = {0, 3}
 MAX_LINES = 400

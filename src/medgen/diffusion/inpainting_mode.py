@@ -106,15 +106,16 @@ class InpaintingMode(DiffusionMode):
     def loss_region(self, batch: Mapping[str, Any]) -> torch.Tensor:
         return self.region(batch, self.loss_region_key)
 
-    def condition(self, batch: Mapping[str, Any]) -> torch.Tensor:
-        """The data-resolution extras: the region as {-1, +1} and the conditioning maps."""
-        parts = [self.region(batch) * 2.0 - 1.0]
-        if self.conditioning_channels:
-            maps = _spatial(batch, self.conditioning_key, self.name).to(torch.float32)
-            if maps.shape[1] != self.conditioning_channels:
-                raise ValueError(
-                    f"mode 'inpaint': batch[{self.conditioning_key!r}] has {maps.shape[1]} "
-                    f"channels, conditioning_channels={self.conditioning_channels}"
-                )
-            parts.append(maps)
-        return torch.cat(parts, dim=1)
+    def condition(self, batch: Mapping[str, Any]) -> torch.Tensor | None:
+        """The extra conditioning maps (None without any). The region channel that precedes
+        them in the network input is added by the task on the space's grid (max-pooled), and
+        the known image's space coordinates before that."""
+        if not self.conditioning_channels:
+            return None
+        maps = _spatial(batch, self.conditioning_key, self.name).to(torch.float32)
+        if maps.shape[1] != self.conditioning_channels:
+            raise ValueError(
+                f"mode 'inpaint': batch[{self.conditioning_key!r}] has {maps.shape[1]} "
+                f"channels, conditioning_channels={self.conditioning_channels}"
+            )
+        return maps

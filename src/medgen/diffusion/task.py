@@ -110,9 +110,10 @@ class DiffusionTask:
         loss_region = None
         if getattr(self.mode, "loss_region_key", None) is not None:
             loss_region = _pool_region(self.mode.loss_region(batch).to(device), spatial)
-        # The mode's first extra channel is the region as {-1, +1}; on a coarser grid it must be
-        # the max-pooled region the strategy generates, not the area average of the maps.
-        cond = torch.cat([known, region * 2.0 - 1.0, cond[:, 1:]], dim=1)
+        # network input: known image | region as {-1, +1} (the max-pooled region the strategy
+        # generates) | the maps (area-averaged to the grid)
+        parts = [known, region * 2.0 - 1.0] + ([] if cond is None else [cond])
+        cond = torch.cat(parts, dim=1)
         return cond, KnownRegion(region, known, loss_region)
 
     def loss(

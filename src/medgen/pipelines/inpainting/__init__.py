@@ -1,4 +1,4 @@
-"""The `inpainting` pipeline (not built yet: empty, so `kedro run` skips it)."""
+"""The `inpainting` pipeline: healthy tissue filled into masked regions of 3D T1 volumes."""
 
 from medgen.pipelines.inpainting.pipeline import create_pipeline
 
