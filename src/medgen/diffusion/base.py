@@ -293,6 +293,7 @@ class DiffusionStrategy(ABC):
         progress: bool = False,
         known: KnownRegion | None = None,
         resampling: Resampling | None = None,
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Generate samples of ``shape`` ``[B, C, *spatial]`` from noise.
 
@@ -302,13 +303,22 @@ class DiffusionStrategy(ABC):
         ``cond`` is a spatial condition or class labels ``[B]`` (-1: unconditional). The initial
         noise, of standard deviation :attr:`init_noise_sigma`, is drawn with ``generator``.
         ``known`` (inpainting) holds the known values outside its region after every step;
-        ``resampling`` adds RePaint's resampling passes (more network evaluations).
+        ``resampling`` adds RePaint's resampling passes (more network evaluations). ``noise``:
+        the unit-variance initial noise to start from instead of a draw (e.g. the same noise for
+        every prompt of a comparison).
         """
         self._check_inputs(shape, cond)
         steps = self.num_solver_steps(num_steps)
         device = model_device(model)
         timesteps, step = self._reverse_process(shape, steps, device, generator)
-        x = randn(shape, generator, device)
+        if noise is not None:
+            if tuple(noise.shape) != tuple(shape):
+                raise ValueError(
+                    f"{self.name}: noise {tuple(noise.shape)} must have shape {tuple(shape)}"
+                )
+            x = noise.to(device=device, dtype=torch.float32)
+        else:
+            x = randn(shape, generator, device)
         if self.init_noise_sigma != 1.0:
             x = x * self.init_noise_sigma
         if known is not None:

@@ -1,4 +1,4 @@
-"""The `text2image_rlhf` pipeline (not built yet: empty, so `kedro run` skips it)."""
+"""The `text2image_rlhf` pipeline: text + modality → image (part 1: offline generator)."""
 
 from medgen.pipelines.text2image_rlhf.pipeline import create_pipeline
 

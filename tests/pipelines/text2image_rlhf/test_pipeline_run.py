@@ -1,0 +1,68 @@
+"""A test-size run of text2image_rlhf (part 1) through Kedro (env ``test``).
+
+Tiny synthetic slice bundles (32², an elliptic brain, a lesion in every other slice) stand in
+for data_processing's outputs; every node runs: export with captions, the CSV reader, the
+tokenizer, the generator for three steps, generation, the prompt-agreement classifiers and the
+(disabled) pretrained path.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import pandas as pd
+import pytest
+import torch
+
+from medgen.datasets import TensorDataset
+from tests.generation.synthetic_slices import synthetic_slices
+from tests.kedro_project import make_project, run_pipeline
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    root = make_project(tmp_path_factory.mktemp("project"))
+    for seed, split in enumerate(("train", "val", "test")):
+        bundle = synthetic_slices(n=8, size=32, seed=seed)
+        bundle.metadata["subjects"] = [f"{split}-S{i}" for i in range(2)]
+        bundle.metadata["split"] = split
+        TensorDataset(
+            filepath=str(root / f"data/05_model_input/slices_2d_{split}.safetensors")
+        ).save(bundle)
+    run_pipeline(root, "text2image_rlhf")
+    return root
+
+
+def test_captions_csv_follows_the_split_and_states_the_slice(project: Path):
+    table = pd.read_csv(project / "data/05_model_input/text2image/captions_2d.csv")
+    assert set(table["split"]) == {"train", "val", "test"}
+    assert set(table["modality"]) == {"t1_gd", "flair"}
+    assert table["text"].str.startswith("Brain MRI, ").all()
+    lesion = table[table["n_metastases"] > 0]
+    assert not lesion.empty and lesion["text"].str.contains("metasta").all()
+    for path in table["path"].head(3):
+        assert (project / "data/05_model_input/text2image" / path).exists()
+
+
+def test_generated_samples_prompts_files_and_summary(project: Path):
+    samples = TensorDataset(
+        filepath=str(project / "data/07_model_output/text2image/samples.safetensors")
+    ).load()
+    images = samples["images"]
+    assert images.shape == (6, 1, 16, 16) and images.abs().max() <= 1
+    assert len(samples.metadata["prompts"]) == 6
+    assert len(set(samples.metadata["distinct_prompts"])) == 3
+    nifti = nib.load(project / "data/07_model_output/text2image/nifti/prompt_00/image_0.nii.gz")
+    assert nifti.shape == (16, 16, 1)
+    assert torch.allclose(
+        torch.from_numpy(nifti.get_fdata()[:, :, 0].T).float(), images[0, 0], atol=1e-6
+    )
+    assert (project / "data/08_reporting/text2image/grid.png").exists()
+    summary = json.loads((project / "data/08_reporting/text2image/summary.json").read_text())
+    assert summary["generator"]["steps"] == 3
+    assert summary["pretrained"]["status"] == "disabled"
+    assert set(summary["prompt_agreement"]["attributes"]) == {"modality", "lesion_present", "side"}
+    tokenizer = json.loads((project / "data/06_models/text2image/tokenizer.json").read_text())
+    assert tokenizer["max_length"] == 24
