@@ -202,3 +202,34 @@ def test_known_region_validation():
     task = pixel_task("ddpm")
     with pytest.raises(ValueError, match="use DiffusionTask.inpaint"):
         task.generate(Recorder(5), n=1, spatial_shape=(8, 8, 8))
+
+
+def test_region_dilation_grows_generation_and_loss_but_not_into_the_unscored_part():
+    task = build_task(
+        {
+            "strategy": {"name": "rflow", **STRATEGIES["rflow"]},
+            "mode": "inpaint",
+            "modalities": ["t1n"],
+            "mode_options": {"loss_region_key": "score_mask", "region_dilation": 1},
+        }
+    )
+    batch = inpaint_batch(n=1)
+    batch["mask"] = torch.zeros_like(batch["mask"])
+    batch["mask"][0, 0, 3, 3, 3:5] = 1
+    batch["score_mask"] = torch.zeros_like(batch["mask"])
+    batch["score_mask"][0, 0, 3, 3, 3] = 1  # voxel (3,3,4) has no ground truth
+    _, known = task._condition(batch, "cpu", (8, 8, 8))
+    assert known.region.sum() == 3 * 3 * 4  # the 1x1x2 mask grown by one voxel
+    assert known.loss_region[0, 0, 3, 3, 4] == 0 and known.loss_region[0, 0, 3, 3, 3] == 1
+    assert known.loss_region[0, 0, 2, 2, 2] == 1
+    # without a dilation the loss region is the scored part itself
+    plain = build_task(
+        {
+            "strategy": {"name": "rflow", **STRATEGIES["rflow"]},
+            "mode": "inpaint",
+            "modalities": ["t1n"],
+            "mode_options": {"loss_region_key": "score_mask"},
+        }
+    )
+    _, known = plain._condition(batch, "cpu", (8, 8, 8))
+    assert torch.equal(known.loss_region, batch["score_mask"])

@@ -44,6 +44,12 @@ class InpaintingMode(DiffusionMode):
         conditioning_key: batch key of the extra maps ``[B, conditioning_channels, *spatial]``
             (default ``"conditioning"``).
         conditioning_channels: number of extra maps (default 0: none).
+        region_dilation: cells by which the region is grown on the space's grid after pooling
+            (default 0). In a latent space the known image's latent is contaminated by the void
+            wherever the encoder saw it, and the decoder reads neighbouring cells: growing the
+            generated region by a cell or two regenerates those cells too. The loss covers the
+            grown region except cells that overlap the region's part without ground truth
+            (``region`` minus ``loss_region``: the BraTS tumour part).
     """
 
     name = "inpaint"
@@ -57,12 +63,18 @@ class InpaintingMode(DiffusionMode):
         loss_region_key: str | None = None,
         conditioning_key: str = "conditioning",
         conditioning_channels: int = 0,
+        region_dilation: int = 0,
     ) -> None:
         if not isinstance(conditioning_channels, int) or conditioning_channels < 0:
             raise ValueError(
                 f"mode 'inpaint': conditioning_channels must be an int >= 0, got "
                 f"{conditioning_channels!r}"
             )
+        if not isinstance(region_dilation, int) or region_dilation < 0:
+            raise ValueError(
+                f"mode 'inpaint': region_dilation must be an int >= 0, got {region_dilation!r}"
+            )
+        self.region_dilation = region_dilation
         self.target_names = (str(target),)
         self.known_key = str(known_key)
         self.region_key = str(region_key)
@@ -89,6 +101,7 @@ class InpaintingMode(DiffusionMode):
             "loss_region_key": self.loss_region_key,
             "conditioning_key": self.conditioning_key,
             "conditioning_channels": self.conditioning_channels,
+            "region_dilation": self.region_dilation,
         }
 
     def known(self, batch: Mapping[str, Any]) -> torch.Tensor:

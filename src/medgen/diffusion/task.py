@@ -106,10 +106,14 @@ class DiffusionTask:
                 cond = self.space.resize_condition(cond, spatial)
         if known is None:
             return cond, None
-        region = _pool_region(self.mode.region(batch).to(device), spatial)
-        loss_region = None
+        data_region = self.mode.region(batch).to(device)
+        dilation = getattr(self.mode, "region_dilation", 0)
+        region = _dilate(_pool_region(data_region, spatial), dilation)
+        loss_region = region if dilation else None
         if getattr(self.mode, "loss_region_key", None) is not None:
-            loss_region = _pool_region(self.mode.loss_region(batch).to(device), spatial)
+            scored = self.mode.loss_region(batch).to(device)
+            unscored = _pool_region((data_region - scored).clamp(0, 1), spatial)
+            loss_region = region * (1.0 - unscored) if dilation else _pool_region(scored, spatial)
         # network input: known image | region as {-1, +1} (the max-pooled region the strategy
         # generates) | the maps (area-averaged to the grid)
         parts = [known, region * 2.0 - 1.0] + ([] if cond is None else [cond])
@@ -171,6 +175,7 @@ class DiffusionTask:
         generator: torch.Generator | None = None,
         progress: bool = False,
         decode: bool = True,
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Generate ``[n, target_channels, *spatial_shape]`` samples in data space.
 
@@ -183,7 +188,8 @@ class DiffusionTask:
                 mode int64 class labels ``[n]`` (-1: unconditional sample).
             spatial_shape: data spatial size (default: the mask condition's; required with
                 class labels and for unconditional modes).
-            num_steps, guidance_scale, generator, progress: passed to ``strategy.sample``.
+            num_steps, guidance_scale, generator, progress, noise: passed to ``strategy.sample``
+                (``noise`` in space coordinates, ``[n, out_channels, *latent spatial]``).
             decode: return data (default) or space coordinates.
         """
         if self.mode.known_channels:
@@ -223,6 +229,7 @@ class DiffusionTask:
             guidance_scale=guidance_scale,
             generator=generator,
             progress=progress,
+            noise=noise,
         )
         return self.space.decode(z) if decode else z
 
@@ -260,6 +267,14 @@ def _pool_region(region: torch.Tensor, spatial: Sequence[int]) -> torch.Tensor:
         return region
     pool = F.adaptive_max_pool2d if region.ndim == 4 else F.adaptive_max_pool3d
     return pool(region, spatial)
+
+
+def _dilate(region: torch.Tensor, cells: int) -> torch.Tensor:
+    """``region`` grown by ``cells`` on its grid (a cube / square structuring element)."""
+    if not cells:
+        return region
+    pool = F.max_pool2d if region.ndim == 4 else F.max_pool3d
+    return pool(region, kernel_size=2 * cells + 1, stride=1, padding=cells)
 
 
 def build_task(config: Mapping[str, Any], autoencoder: Any = None) -> DiffusionTask:

@@ -50,6 +50,7 @@ def task_config(params: DiffusionParams, model_input: TensorBundle) -> dict[str,
             "loss_region_key": "score_mask",
             "conditioning_key": "conditioning",
             "conditioning_channels": CONDITIONING_CHANNELS,
+            "region_dilation": params.region_dilation,
         },
         "space": {
             "name": "precomputed_latent",
@@ -167,8 +168,8 @@ def best_weights(result: TrainingResult) -> tuple[dict[str, torch.Tensor], str]:
         state = load_checkpoint(result.best_checkpoint, map_location="cpu")
         ema = ema_module_state(state["ema"])
         return (ema if ema is not None else state["model"]), "best"
-    ema = ema_module_state(result.ema_state)
-    return (ema if ema is not None else result.model_state), "last"
+    # the result holds the averaged network's own state (a checkpoint holds the wrapper's)
+    return (result.ema_state if result.ema_state is not None else result.model_state), "last"
 
 
 def val_subset(bundle: TensorBundle, n: int, keys: tuple[str, ...]) -> TensorBundle:

@@ -44,6 +44,8 @@ class DiffusionParams:
     conditioning_mix: training probability of each conditioning variant (none / honest /
         oracle): one network learns all three, so the ablation rows differ only in what the
         network is given at test time.
+    region_dilation: latent cells by which the generated region grows around the max-pooled
+        mask (the voided latent is contaminated near the void; see the ``inpaint`` mode).
     training: the engine's `TrainingConfig`. resources: processes and nodes (null: one).
     """
 
@@ -51,6 +53,7 @@ class DiffusionParams:
     strategies: dict[str, Any]
     backbone: dict[str, Any]
     conditioning_mix: dict[str, float]
+    region_dilation: int
     training: dict[str, Any]
     validation: ValidationParams
     resources: dict[str, Any] | None

@@ -49,6 +49,7 @@ def test_summary_has_every_method_and_the_ablation_rows(project: Path):
         "local_mean_fill",
         "nearest_fill",
         "biharmonic",
+        "autoencoder reconstruction (oracle, reads ground truth: ceiling of latent methods)",
     }
     assert set(table) == expected
     for entry in table.values():
@@ -83,7 +84,7 @@ def test_outputs_keep_known_voxels_and_the_input_affine(project: Path):
 def test_per_case_scores_and_training_report(project: Path):
     scores = pd.read_csv(project / "data/08_reporting/inpainting/case_scores.csv")
     assert set(scores["scorer"]) == {"synapse_scorer", "inpainting_package"}
-    assert len(scores) == 2 * 9 * 4
+    assert len(scores) == 2 * 10 * 4
     report = json.loads((project / "data/08_reporting/inpainting/diffusion.json").read_text())
     assert report["steps"] == 4 and report["weights"] in ("best", "last")
     assert any(r["kind"] == "val" and "ssim" in r for r in report["history"])
