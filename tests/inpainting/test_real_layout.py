@@ -1,7 +1,7 @@
 """Real BraTS 2023/2024 local-synthesis folders enter by catalog ``suffix_aliases`` only.
 
 A tiny folder in exactly the challenge's layout (plus the user's tissue and growth maps) is
-read with the aliases of docs/inpainting_data.md, validated and preprocessed by the
+read with the aliases of docs/inpainting.md, validated and preprocessed by the
 data_processing nodes with the documented parameters, and turned into inpainting cases.
 """
 
@@ -28,7 +28,7 @@ ALIASES = {
     "mask-healthy": "mask-healthy-0000",
     "mask-unhealthy": "mask-unhealthy-0000",
 }
-# docs/inpainting_data.md: data_processing parameters for this layout
+# docs/inpainting.md: data_processing parameters for this layout
 VALIDATION = {
     "required_images": ["t1n"],
     "required_labels": ["tissue"],

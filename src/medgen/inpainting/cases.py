@@ -7,7 +7,7 @@ scored. Here a case is ``(subject, mask k)`` of the preprocessed cohort; every a
 the configured ``size`` grid. The voided image is rebuilt after resizing as
 ``where(mask, -1, t1n)``: resizing the voided file itself would blur the void into the
 voxels around it, so the known voxels would no longer equal ``t1n`` exactly, and the
-known-region constraint of the sampler could not hold. See docs/inpainting_data.md.
+known-region constraint of the sampler could not hold. See docs/inpainting.md.
 
 Size: over 400 lines because the case builder, its bad-input checks (one contract: each
 names subject, case, file and reason) and the conditioning maps that read its bundle are
@@ -216,7 +216,7 @@ def _load_subject(reader: _Reader, config: CaseConfig) -> _Subject:
         raise reader.fail(
             reader.path(config.image),
             f"intensities [{low:.4g}, {high:.4g}] are not in [-1, 1]: not a preprocessed image "
-            "(inpainting reads preprocessed_cohort, see docs/inpainting_data.md)",
+            "(inpainting reads preprocessed_cohort, see docs/inpainting.md)",
         )
     what = "conditioning map (user-provided for real data)"
     tissue = np.asarray(reader.read(config.tissue, what, t1n_image).dataobj)
@@ -424,7 +424,7 @@ def population_tissue_prior(bundle: TensorBundle) -> torch.Tensor:
 def conditioning_maps(
     bundle: TensorBundle, variant: str, prior: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """``[N, 4, D, H, W]``: growth > threshold, then CSF/GM/WM (see docs/inpainting_data.md).
+    """``[N, 4, D, H, W]``: growth > threshold, then CSF/GM/WM (see docs/inpainting.md).
 
     ``oracle`` uses the subject's own tissue everywhere (it leaks the answer inside the
     mask: an upper bound); ``honest`` replaces it inside the mask by ``prior``

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from medgen.runtime import flush_denormals
 from medgen.training import ranks
 from medgen.training.callbacks import Callback, ProgressBar
 from medgen.training.checkpoint import (
@@ -87,6 +88,7 @@ class Trainer:
             )
         if config.early_stopping_metric is not None and val_fn is None:
             raise ConfigError("early_stopping_metric is set but no val_fn was given")
+        flush_denormals()  # every worker process, not only the Kedro one (runtime.py says why)
         self.config = config
         self.loss_fn = loss_fn
         self.val_fn = val_fn
