@@ -36,6 +36,7 @@ TINY = {
     "attention_head_dim": 4,
     "norm_num_groups": 4,
     "sample_size": 16,
+    "pooled_text_embedding": True,
 }
 
 

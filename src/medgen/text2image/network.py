@@ -50,7 +50,12 @@ class TextConditionedUNetConfig:
         down_block_types / up_block_types: e.g. [CrossAttnDownBlock2D, CrossAttnDownBlock2D,
             DownBlock2D] / [UpBlock2D, CrossAttnUpBlock2D, CrossAttnUpBlock2D].
         layers_per_block: ResNet layers per block (e.g. 1).
-        attention_head_dim: channels per attention head (e.g. 8).
+        attention_head_dim: diffusers' legacy name: it is read as the NUMBER of heads of each
+            cross-attention block (e.g. 4), not channels per head.
+        pooled_text_embedding: also add the prompt's mean hidden state (over its non-padding
+            tokens), projected, to the timestep embedding (``class_embed_type="projection"``,
+            as SDXL adds pooled text): a global path for what a prompt says about the whole
+            image (the modality), beside cross-attention's spatial one.
         norm_num_groups: GroupNorm groups, dividing every width (e.g. 8).
         sample_size: the image side it is built for (e.g. 64); any side divisible by
             ``2 ** (len(block_out_channels) - 1)`` runs.
@@ -67,6 +72,7 @@ class TextConditionedUNetConfig:
     attention_head_dim: int
     norm_num_groups: int
     sample_size: int
+    pooled_text_embedding: bool
 
     @classmethod
     def from_params(
@@ -155,8 +161,16 @@ class TextConditionedUNet(nn.Module):
         self, x: torch.Tensor, timesteps: torch.Tensor, tokens: torch.Tensor | None = None
     ) -> torch.Tensor:
         hidden, mask = self.encode_text(tokens, x.shape[0])
+        pooled = None
+        if self.unet.config.class_embed_type == "projection":
+            weight = mask.to(hidden.dtype).unsqueeze(-1)
+            pooled = (hidden * weight).sum(1) / weight.sum(1).clamp_min(1.0)
         return self.unet(
-            x, timesteps, encoder_hidden_states=hidden, encoder_attention_mask=mask
+            x,
+            timesteps,
+            encoder_hidden_states=hidden,
+            encoder_attention_mask=mask,
+            class_labels=pooled,
         ).sample
 
 
@@ -201,6 +215,10 @@ def build_text_conditioned_unet(
         attention_head_dim=config.attention_head_dim,
         norm_num_groups=config.norm_num_groups,
         cross_attention_dim=config.text_hidden_size,
+        class_embed_type="projection" if config.pooled_text_embedding else None,
+        projection_class_embeddings_input_dim=(
+            config.text_hidden_size if config.pooled_text_embedding else None
+        ),
     )
     empty = torch.full((info["max_length"],), PAD_ID, dtype=torch.long)
     empty[0], empty[1] = info["bos_id"], info["eos_id"]
