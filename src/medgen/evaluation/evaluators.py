@@ -167,7 +167,13 @@ def evaluate_mask_2d(source: GeneratedSource, ctx: EvaluationContext) -> Records
 
 SOURCE_KINDS: list[SourceKind] = [
     SourceKind("mask_2d", lambda s: s.images.ndim == 4 and s.mode == "seg", evaluate_mask_2d),
-    SourceKind("image_2d", lambda s: s.images.ndim == 4, evaluate_image_2d),
+    # slices that declare which real modalities they are (latent_diffusion's); text2image's
+    # mixed-modality prompt images and 3D volumes have no evaluator here yet ("no evaluator")
+    SourceKind(
+        "image_2d",
+        lambda s: s.images.ndim == 4 and bool(s.metadata.get("target_names")),
+        evaluate_image_2d,
+    ),
 ]
 
 

@@ -132,6 +132,45 @@ def _loss_section(
     return _img(loss_curves(histories), "latent_diffusion training loss")
 
 
+def _stat(entry: Mapping[str, Any], digits: int) -> str:
+    return f"{entry['mean']:.{digits}f} ± {entry['sd']:.{digits}f} ({entry['median']:.{digits}f})"
+
+
+def inpainting_section(summary: Mapping[str, Any] | None) -> str:
+    """The inpainting pipeline's method x metric table (its leaderboard-scorer numbers)."""
+    if summary is None:
+        return (
+            "<p>inpainting summary not present (run <code>kedro run --pipeline inpainting</code>)."
+            "</p>"
+        )
+    rows = [
+        [
+            method,
+            _stat(entry["ssim"], 4),
+            _stat(entry["psnr"], 2),
+            _stat(entry["mse"], 5),
+            entry["n_cases"],
+            entry["n_patients"],
+        ]
+        for method, entry in summary["table"].items()
+    ]
+    head = summary.get("headline", {})
+    verdict = (
+        f"<p>Best baseline by SSIM: {_text(head.get('best_baseline_by_ssim'))} "
+        f"({head.get('best_baseline_ssim', float('nan')):.4f}); diffusion (honest conditioning): "
+        f"{head.get('diffusion_ssim') or float('nan'):.4f}; diffusion beats it: "
+        f"{_text(head.get('diffusion_beats_best_baseline'))}.</p>"
+    )
+    return (
+        f"<p>Scorer: {_text(summary.get('scorer'))}. {_text(summary.get('note'))}</p>"
+        + _table(
+            rows,
+            ("method", "SSIM mean ± SD (median)", "PSNR dB", "MSE", "n cases", "n patients"),
+        )
+        + verdict
+    )
+
+
 def build_report(
     metrics: Mapping[str, Any],
     sources: Sequence[GeneratedSource],
@@ -139,6 +178,7 @@ def build_report(
     summary: Mapping[str, Any] | None = None,
     grid_samples: int = 8,
     training_reports: Mapping[str, Any] | None = None,
+    inpainting_summary: Mapping[str, Any] | None = None,
 ) -> str:
     """report.html from the metrics.json content, the generated sources and the real reference."""
     by_name = {s.name: s for s in sources}
@@ -172,6 +212,7 @@ def build_report(
     if not metrics["sources"]:
         body.append("<p>No generated sources expected or found.</p>")
     body += ["<h2>latent_diffusion training</h2>", _loss_section(summary, training_reports)]
+    body += ["<h2>Inpainting (BraTS local synthesis)</h2>", inpainting_section(inpainting_summary)]
     return (
         '<!DOCTYPE html><html><head><meta charset="utf-8"><title>medgen evaluation</title>'
         f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>"

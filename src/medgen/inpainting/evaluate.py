@@ -80,6 +80,8 @@ def sample_diffusion(
         latents = task.space.encode(model_input["latents"])
         decoded = torch.cat([task.space.decode(z[None]).cpu() for z in latents])
     tensors["autoencoder_reconstruction"] = composite(cases["voided"], decoded, cases["mask"])
+    # the default variant's prediction under the name every samples bundle uses
+    tensors["images"] = tensors[f"{params.conditionings[0]}_mean"]
     solver_steps = resampling.network_steps(task.strategy.num_solver_steps(params.num_steps))
     report = {
         "strategy": task.strategy.name,
@@ -97,6 +99,8 @@ def sample_diffusion(
     }
     metadata = {
         "case_ids": cases.metadata["case_ids"],
+        "target_names": ["t1n"],
+        "images_are": f"the {params.conditionings[0]} variant's mean of K samples, composited",
         "conditionings": list(params.conditionings),
         **report,
     }

@@ -48,13 +48,15 @@ def test_captions_csv_follows_the_split_and_states_the_slice(project: Path):
 
 def test_generated_samples_prompts_files_and_summary(project: Path):
     samples = TensorDataset(
-        filepath=str(project / "data/07_model_output/text2image/samples.safetensors")
+        filepath=str(project / "data/07_model_output/text2image_rlhf/samples.safetensors")
     ).load()
     images = samples["images"]
     assert images.shape == (6, 1, 16, 16) and images.abs().max() <= 1
     assert len(samples.metadata["prompts"]) == 6
     assert len(set(samples.metadata["distinct_prompts"])) == 3
-    nifti = nib.load(project / "data/07_model_output/text2image/nifti/prompt_00/image_0.nii.gz")
+    nifti = nib.load(
+        project / "data/07_model_output/text2image_rlhf/nifti/prompt_00/image_0.nii.gz"
+    )
     assert nifti.shape == (16, 16, 1)
     assert torch.allclose(
         torch.from_numpy(nifti.get_fdata()[:, :, 0].T).float(), images[0, 0], atol=1e-6

@@ -33,12 +33,14 @@ def evaluate_generated_sources(
     feature_network: TensorBundle,
     latent_diffusion_summary: Mapping[str, Any] | None,
     volumes_summary: Mapping[str, Any] | None,
+    inpainting_summary: Mapping[str, Any] | None,
+    text2image_summary: Mapping[str, Any] | None,
     params: dict[str, Any],
     seed: int,
 ) -> dict[str, Any]:
     """Score every generated source present and log the numbers to MLflow."""
-    # The two summaries are not used here: they are inputs only so that Kedro runs this
-    # node after latent_diffusion's 2D chain and 3D role in `kedro run` (see pipeline.py).
+    # The four summaries are not used here: they are inputs only so that Kedro runs this
+    # node after the producing pipelines in `kedro run` (see pipeline.py).
     metrics = evaluate_sources(samples, reference, train, feature_network, params, seed)
     log_to_mlflow(metrics)
     return metrics
@@ -51,6 +53,7 @@ def build_evaluation_report(
     latent_diffusion_summary: Mapping[str, Any] | None,
     params: dict[str, Any],
     training_reports: Partitions = None,
+    inpainting_summary: Mapping[str, Any] | None = None,
 ) -> str:
     """The self-contained report.html."""
     options = ReportParams.from_params(params)
@@ -64,4 +67,5 @@ def build_evaluation_report(
         latent_diffusion_summary,
         grid_samples=options.grid_samples,
         training_reports=training_reports,
+        inpainting_summary=inpainting_summary,
     )
