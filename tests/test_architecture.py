@@ -36,6 +36,8 @@ ALLOWED = {
     ("generation", "medgen.autoencoder"): "generation encodes and decodes with the trained "
     "autoencoders (loading, tiled decoding, channel selection, reconstruction figures)",
     ("evaluation", "medgen.generation.slices"): "reference slices chosen as for training",
+    ("text2image", "medgen.autoencoder"): "a latent-space generator encodes and decodes with "
+    "the autoencoder pipeline's 2D model",
     ("text2image", "medgen.generation.nifti"): "generated slices are written as NIfTI with the "
     "same mm affine as latent_diffusion's",
     ("inpainting", "medgen.autoencoder"): "inpainting trains and uses the library's 3D "

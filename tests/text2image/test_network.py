@@ -129,3 +129,56 @@ def test_config_errors_name_the_key(tokenizer):
         build_text_conditioned_unet(TINY, info, 1, 1)(
             noise(1), torch.tensor([1]), tokens=torch.zeros(1, 3, dtype=torch.long)
         )
+
+
+def test_latent_space_generator_trains_and_generates_through_the_2d_autoencoder(tmp_path):
+    from medgen.autoencoder.kl import build_kl_autoencoder
+    from medgen.autoencoder.training_2d import to_weights_bundle
+    from medgen.text2image.generator import generate_images, load_generator, train_text2image
+
+    torch.manual_seed(0)
+    ae = build_kl_autoencoder(
+        {"channels": [8, 8, 16], "latent_channels": 2, "norm_num_groups": 8}, in_channels=1
+    )
+    weights = to_weights_bundle(ae, modalities=["gray"])
+    latent_space = {
+        "latent_channels": 2,
+        "downsample_factor": 4,
+        "scale_factor": 1.0,
+        "per_channel": False,
+    }
+    info = {"vocab_size": 20, "bos_id": 2, "eos_id": 3, "max_length": 6}
+    tokens = torch.tensor([[2, 5, 3, 0, 0, 0], [2, 6, 7, 3, 0, 0]] * 2)
+    outcome, tc = train_text2image(
+        torch.rand(4, 1, 16, 16) * 2 - 1,
+        tokens,
+        strategy={"name": "rflow", "num_inference_steps": 2},
+        channels=["gray"],
+        network={**TINY, "sample_size": 4},
+        tokenizer_info=info,
+        training={"max_steps": 2, "batch_size": 2, "progress": False},
+        checkpoint_dir=tmp_path / "job",
+        latent_space=latent_space,
+        autoencoder=weights,
+    )
+    assert tc["space"]["name"] == "latent" and outcome.result.steps == 2
+    from medgen.datasets import TensorBundle
+
+    bundle = TensorBundle(
+        outcome.result.model_state,
+        {"task_config": tc, "network": {**TINY, "sample_size": 4}, "tokenizer_info": info},
+    )
+    task, net = load_generator(bundle, weights)
+    images = generate_images(
+        task,
+        net,
+        tokens[:2],
+        resolution=16,
+        images_per_prompt=1,
+        guidance_scale=1.0,
+        num_steps=2,
+        seed=0,
+    )
+    assert images.shape == (2, 1, 16, 16) and images.abs().max() <= 1
+    with pytest.raises(ValueError, match="2D model"):
+        load_generator(bundle)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from medgen.autoencoder.loading import load_autoencoder
 from medgen.datasets import TensorBundle
 from medgen.diffusion import DiffusionTask, build_task
 from medgen.text2image.network import TextConditionedUNet, build_text_conditioned_unet
@@ -66,8 +67,10 @@ def build_text2image_task(
     tokenizer_info: dict[str, int],
     seed: int,
 ) -> TrainingTask:
-    """The job's factory, run in every worker: the prompted images and a fresh seeded network."""
-    task = build_task(task_config)
+    """The job's factory, run in every worker: the prompted images, a fresh seeded network and,
+    for a latent space, the frozen 2D autoencoder ``data["autoencoder"]``."""
+    autoencoder = load_autoencoder(data["autoencoder"]) if "autoencoder" in data else None
+    task = build_task(task_config, autoencoder)
     torch.manual_seed(seed)
     model = build_network(task, network, tokenizer_info)
     return TrainingTask(model=model, loss_fn=task.loss, train_data=PromptedImages(data["train"]))
@@ -85,17 +88,27 @@ def train_text2image(
     checkpoint_dir: str | Path,
     resources: Mapping[str, Any] | None = None,
     torch_threads: int | None = None,
+    latent_space: Mapping[str, Any] | None = None,
+    autoencoder: TensorBundle | None = None,
 ) -> tuple[JobOutcome, dict[str, Any]]:
-    """Train the generator on ``images`` [N, C, S, S] and their prompts' ``tokens`` [N, L]."""
+    """Train the generator on ``images`` [N, C, S, S] and their prompts' ``tokens`` [N, L];
+    ``latent_space`` (the autoencoder pipeline's record) and ``autoencoder`` (its weights) put
+    the diffusion in the 2D autoencoder's latent space."""
     config = TrainingConfig.from_dict(training)
     tc = task_config(strategy, channels)
-    build_task(tc)  # fail here, in the node, on a bad strategy
+    data = {"train": TensorBundle({"images": images, "tokens": tokens})}
+    if latent_space is not None:
+        keys = ("latent_channels", "downsample_factor", "scale_factor", "per_channel")
+        tc["space"] = {"name": "latent", **{k: latent_space[k] for k in keys}}
+        data["autoencoder"] = autoencoder
+    # fail here, in the node, on a bad strategy or space
+    build_task(tc, load_autoencoder(autoencoder) if latent_space is not None else None)
     job = TrainingJob(
         name="text2image",
         factory=build_text2image_task,
         config=config,
         checkpoint_dir=checkpoint_dir,
-        data={"train": TensorBundle({"images": images, "tokens": tokens})},
+        data=data,
         options={
             "task_config": tc,
             "network": dict(network),
@@ -116,10 +129,16 @@ def generator_weights(outcome: JobOutcome) -> dict[str, torch.Tensor]:
     return result.ema_state if result.ema_state is not None else result.model_state
 
 
-def load_generator(bundle: TensorBundle) -> tuple[DiffusionTask, TextConditionedUNet]:
-    """``(task, network)`` from the generator bundle the training node wrote."""
+def load_generator(
+    bundle: TensorBundle, autoencoder: TensorBundle | None = None
+) -> tuple[DiffusionTask, TextConditionedUNet]:
+    """``(task, network)`` from the generator bundle the training node wrote (``autoencoder``:
+    the 2D autoencoder of a latent-space generator)."""
     meta = bundle.metadata
-    task = build_task(meta["task_config"])
+    latent = meta["task_config"].get("space", {}).get("name", "pixel") != "pixel"
+    if latent and autoencoder is None:
+        raise ValueError("a latent-space generator needs the autoencoder pipeline's 2D model")
+    task = build_task(meta["task_config"], load_autoencoder(autoencoder) if latent else None)
     network = build_network(task, meta["network"], meta["tokenizer_info"])
     network.load_state_dict(bundle.tensors)
     return task, network.eval()
@@ -142,11 +161,13 @@ def generate_images(
     Image ``k`` of every prompt starts from the same noise (drawn from ``seed`` and ``k``), so a
     grid column compares prompts at fixed noise; one batch of P prompts per ``k``."""
     prompts = tokens.shape[0]
-    shape = (task.out_channels, resolution, resolution)
+    shape = (task.mode.target_channels, resolution, resolution)
+    # the noise lives in the space's coordinates (latents for a latent-space generator)
+    noise_shape = (task.out_channels, *task.space.spatial_shape((resolution, resolution)))
     out = torch.empty((prompts, images_per_prompt, *shape))
     for k in range(images_per_prompt):
         generator = torch.Generator().manual_seed(seed * 10_007 + k)
-        noise = torch.randn((1, *shape), generator=generator).expand(prompts, *shape)
+        noise = torch.randn((1, *noise_shape), generator=generator).expand(prompts, *noise_shape)
         out[:, k] = task.generate(
             network,
             cond=tokens,

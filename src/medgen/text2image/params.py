@@ -39,13 +39,15 @@ class TokenizerParams:
 @dataclass(frozen=True)
 class GeneratorParams:
     """``text2image.generator``: ``strategy`` (options in ``strategies``; ``cond_drop_prob`` is the
-    caption dropout of classifier-free guidance), ``resolution`` trained and generated,
+    caption dropout of classifier-free guidance), ``space`` (``pixel``, or ``latent``: the
+    autoencoder pipeline's 2D model, which must have run), ``resolution`` trained and generated,
     ``lesion_repeat`` (a training slice with a visible metastasis is listed that many times: most
     slices have none), ``training`` (the engine's `TrainingConfig`), ``resources``,
     ``torch_threads``."""
 
     strategy: str
     strategies: dict[str, Any]
+    space: str
     resolution: int
     lesion_repeat: int
     training: dict[str, Any]
@@ -56,6 +58,10 @@ class GeneratorParams:
     def from_params(cls, params: Mapping[str, Any]) -> GeneratorParams:
         config = config_tree_from_params(cls, params, "text2image.generator")
         require_positive_ints(config, "text2image.generator", "resolution", "lesion_repeat")
+        if config.space not in ("pixel", "latent"):
+            raise ValueError(
+                f"text2image.generator.space must be 'pixel' or 'latent', got {config.space!r}"
+            )
         if config.strategy not in config.strategies:
             raise ValueError(
                 f"text2image.generator.strategy {config.strategy!r} is not among strategies "

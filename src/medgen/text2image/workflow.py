@@ -89,8 +89,15 @@ def train_generator(
     params: GeneratorParams,
     network: dict[str, Any],
     checkpoint_dir: str | Path,
+    autoencoder: TensorBundle | None = None,
+    latent_space: dict[str, Any] | None = None,
 ) -> tuple[TensorBundle, dict[str, Any]]:
     """Train the generator on the training rows; the weights bundle and a report."""
+    if params.space == "latent" and (autoencoder is None or not latent_space):
+        raise ValueError(
+            "text2image.generator.space is 'latent' but there is no trained 2D autoencoder: run "
+            "`kedro run --pipeline autoencoder` first (data/06_models/autoencoder/)"
+        )
     tokenizer = tokenizer_from_json(tokenizer_json)
     rows = split_rows(captioned, "train")
     rows = [
@@ -112,6 +119,8 @@ def train_generator(
         checkpoint_dir=checkpoint_dir,
         resources=params.resources,
         torch_threads=params.torch_threads,
+        latent_space=latent_space if params.space == "latent" else None,
+        autoencoder=autoencoder if params.space == "latent" else None,
     )
     result = outcome.result
     losses = [r["loss"] for r in result.history if r.get("kind") == "step"]
@@ -120,6 +129,7 @@ def train_generator(
         "distinct_training_images": len(set(rows)),
         "lesion_repeat": params.lesion_repeat,
         "resolution": params.resolution,
+        "space": params.space,
         "strategy": params.strategy,
         "steps": result.steps,
         "epochs": round(result.epochs, 2),
@@ -162,6 +172,7 @@ def generate(
     tokenizer_json: dict[str, Any],
     captioned: TensorBundle,
     params: GenerationParams,
+    autoencoder: TensorBundle | None = None,
 ) -> tuple[TensorBundle, dict[str, Any]]:
     """K images per prompt, fixed noise per column; the samples bundle and a report."""
     tokenizer = tokenizer_from_json(tokenizer_json)
@@ -173,7 +184,7 @@ def generate(
         modalities = [captioned.metadata["modalities"][i] for i in rows]
     if not prompts:
         raise ValueError("text2image generation: no prompts (set generation.prompts)")
-    task, network = load_generator(generator)
+    task, network = load_generator(generator, autoencoder)
     start = time.perf_counter()
     images = generate_images(
         task,

@@ -42,14 +42,19 @@ def train_generator(
     params: dict[str, Any],
     network: dict[str, Any],
     checkpoint_root: str,
+    autoencoder: TensorBundle | None = None,
+    latent_space: dict[str, Any] | None = None,
 ) -> tuple[TensorBundle, dict[str, Any]]:
-    """The text-conditioned generator through the one training job."""
+    """The text-conditioned generator through the one training job (pixel space, or the
+    autoencoder pipeline's 2D latent space)."""
     return workflow.train_generator(
         captioned,
         tokenizer,
         GeneratorParams.from_params(params),
         network,
         Path(checkpoint_root, "generator"),
+        autoencoder,
+        latent_space,
     )
 
 
@@ -59,10 +64,11 @@ def generate(
     captioned: TensorBundle,
     source_slices: TensorBundle,
     params: dict[str, Any],
+    autoencoder: TensorBundle | None = None,
 ) -> tuple[TensorBundle, dict[str, Any], dict[str, Any], dict[str, Any], Any]:
     """K images per prompt: samples bundle, PNG and NIfTI files, the captioned grid."""
     samples, report = workflow.generate(
-        generator, tokenizer, captioned, GenerationParams.from_params(params)
+        generator, tokenizer, captioned, GenerationParams.from_params(params), autoencoder
     )
     # the exported slices' field of view over the generated size
     meta = source_slices.metadata

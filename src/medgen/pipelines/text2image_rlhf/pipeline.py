@@ -44,6 +44,9 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:text2image.generator",
                     "params:text2image.network",
                     "params:text2image.checkpoint_root",
+                    # optional: used when generator.space is latent
+                    "autoencoder.model_2d",
+                    "autoencoder.latent_space_2d",
                 ],
                 ["text2image.generator", "text2image.generator_report"],
                 name="train_text2image_generator",
@@ -57,6 +60,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     IMAGES,
                     "slices_2d_test",
                     "params:text2image.generation",
+                    "autoencoder.model_2d",
                 ],
                 [
                     "text2image.samples",
