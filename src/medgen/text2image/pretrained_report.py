@@ -39,22 +39,22 @@ def pretrained_baseline_report(
     if not params.enabled:
         return {"status": "disabled", "model": params.model, "how_to_enable": HOW_TO_ENABLE}
     pipe = load_stable_diffusion(params.model, local_files_only=True, cache_dir=params.cache_dir)
-    report: dict[str, Any] = {"status": "ran", "model": params.model}
-    start = time.perf_counter()
-    images = baseline_generation(
-        pipe,
-        list(prompts),
-        num_images_per_prompt=params.images_per_prompt,
-        num_inference_steps=params.num_inference_steps,
-        guidance_scale=params.guidance_scale,
-        height=params.resolution,
-        width=params.resolution,
-        seed=0,
-    )
-    report["baseline"] = {
-        "images": int(images.shape[0]),
-        "seconds": round(time.perf_counter() - start, 1),
-    }
+
+    def generate() -> dict[str, Any]:
+        start = time.perf_counter()
+        images = baseline_generation(
+            pipe,
+            list(prompts),
+            num_images_per_prompt=params.images_per_prompt,
+            num_inference_steps=params.num_inference_steps,
+            guidance_scale=params.guidance_scale,
+            height=params.resolution,
+            width=params.resolution,
+            seed=0,
+        )
+        return {"images": int(images.shape[0]), "seconds": round(time.perf_counter() - start, 1)}
+
+    report: dict[str, Any] = {"status": "ran", "model": params.model, "baseline": generate()}
     if params.finetune:
         if train is None:
             raise ValueError("text2image.pretrained.finetune needs the training images")
@@ -68,20 +68,8 @@ def pretrained_baseline_report(
             cache_dir=params.cache_dir,
         )
         apply_finetuned_weights(pipe, state, lora_rank=params.lora_rank)
-        start = time.perf_counter()
-        tuned = baseline_generation(
-            pipe,
-            list(prompts),
-            num_images_per_prompt=params.images_per_prompt,
-            num_inference_steps=params.num_inference_steps,
-            guidance_scale=params.guidance_scale,
-            height=params.resolution,
-            width=params.resolution,
-            seed=0,
-        )
         report["finetuned"] = {
             **{k: v for k, v in finetune_report.items() if k != "history"},
-            "images": int(tuned.shape[0]),
-            "generation_seconds": round(time.perf_counter() - start, 1),
+            "generation": generate(),
         }
     return report
