@@ -289,3 +289,33 @@ def model_tokenizer(folder):
     from transformers import CLIPTokenizer
 
     return CLIPTokenizer.from_pretrained(folder / "tokenizer")
+
+
+def test_pipeline_step_runs_baseline_and_lora_finetuning_or_says_it_is_disabled(
+    sd_folder, images, tmp_path
+):
+    from medgen.text2image.params import PretrainedParams
+    from medgen.text2image.pretrained_report import pretrained_baseline_report
+
+    params = dict(
+        enabled=True,
+        model=str(sd_folder),
+        cache_dir=None,
+        num_inference_steps=2,
+        guidance_scale=3.0,
+        resolution=8,
+        images_per_prompt=1,
+        finetune=True,
+        lora_rank=2,
+        training=TRAINING,
+    )
+    report = pretrained_baseline_report(
+        PretrainedParams(**params), CAPTIONS[:2], images, tmp_path / "sd"
+    )
+    assert report["status"] == "ran" and report["baseline"]["images"] == 2
+    assert report["finetuned"]["steps"] == 2 and report["finetuned"]["generation"]["images"] == 2
+    off = pretrained_baseline_report(PretrainedParams(**{**params, "enabled": False}), CAPTIONS)
+    assert off["status"] == "disabled" and "enabled: true" in off["how_to_enable"]
+    missing = PretrainedParams(**{**params, "model": str(tmp_path / "absent")})
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        pretrained_baseline_report(missing, CAPTIONS)
