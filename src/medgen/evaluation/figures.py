@@ -14,21 +14,9 @@ from typing import Any
 import torch
 from PIL import Image
 
-from medgen.metrics.images import stack, tile, to_uint8
+from medgen.metrics.images import figure_png, new_figure, stack, tile, to_uint8
 
 WHITE = (255, 255, 255)
-
-
-def _png(figure: Any) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    return buffer.getvalue()
-
-
-def _figure(**kwargs: Any) -> Any:
-    from matplotlib.figure import Figure  # lazily: a second of import time
-
-    return Figure(**kwargs)
 
 
 def image_grid(rows: Sequence[torch.Tensor], scale: int = 2, gap: int = 2) -> bytes:
@@ -63,7 +51,7 @@ def metric_bars(records: Sequence[Mapping[str, Any]], title: str) -> bytes | Non
     ok = [r for r in records if r["status"] == "ok" and isinstance(r["value"], int | float)]
     if not ok:
         return None
-    figure = _figure(figsize=(2.4 * len(ok), 2.6))
+    figure = new_figure(figsize=(2.4 * len(ok), 2.6))
     axes = figure.subplots(1, len(ok), squeeze=False)
     for axis, record in zip(axes[0], ok, strict=True):
         floor = record["floor"] if isinstance(record["floor"], int | float) else 0.0
@@ -73,7 +61,7 @@ def metric_bars(records: Sequence[Mapping[str, Any]], title: str) -> bytes | Non
         axis.set_title(f"{record['metric']}\n{record['backbone'].split(' ')[0]}", fontsize=8)
         axis.tick_params(labelsize=7)
     figure.suptitle(title, fontsize=9, y=1.08)
-    return _png(figure)
+    return figure_png(figure)
 
 
 def find_histories(summary: Any, path: str = "") -> dict[str, list[Mapping[str, Any]]]:
@@ -97,7 +85,7 @@ def loss_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]]) -> bytes |
     """Training loss per step (records of kind 'step', else any record with a loss)."""
     if not histories:
         return None
-    figure = _figure(figsize=(6, 3))
+    figure = new_figure(figsize=(6, 3))
     axis = figure.subplots()
     for label, history in histories.items():
         steps = [r for r in history if r.get("kind", "step") == "step" and "loss" in r]
@@ -108,4 +96,4 @@ def loss_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]]) -> bytes |
     axis.set_ylabel("training loss")
     axis.set_yscale("log")
     axis.legend(fontsize=7)
-    return _png(figure)
+    return figure_png(figure)

@@ -26,6 +26,7 @@ from medgen.datasets import TensorBundle
 from medgen.diffusion import DiffusionTask, build_task
 from medgen.inpainting.params import CONDITIONINGS, DiffusionParams
 from medgen.inpainting.scoring import score_case
+from medgen.inpainting.unet_baseline import composite
 from medgen.training import JobOutcome, TrainingConfig, TrainingJob, TrainingTask, run_job
 from medgen.training.checkpoint import load_checkpoint
 from medgen.training.ranks import get_local_rank
@@ -103,11 +104,6 @@ def case_batch(
     return {k: v[0] for k, v in batch.items()} if squeeze else batch
 
 
-def composite(voided: torch.Tensor, decoded: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``voided·(1−m) + decoded·m`` as a selection, so known voxels stay bit-exact."""
-    return torch.where(mask.bool(), decoded.to(voided.dtype).clamp(-1, 1), voided)
-
-
 def validation_fn(
     task: DiffusionTask,
     model_input: TensorBundle,
@@ -123,7 +119,7 @@ def validation_fn(
         generator = torch.Generator().manual_seed(seed)
         batch = case_batch(model_input, indices, "honest")
         decoded = task.inpaint(model, batch, num_steps=num_steps, generator=generator).cpu()
-        filled = composite(cases["voided"], decoded, cases["mask"])
+        filled = composite(cases["voided"], decoded.clamp(-1, 1), cases["mask"])
         rows = [score_case(filled[i], cases, i, SCORER) for i in indices]
         inside = cases["score_mask"].bool()
         image_mse = float(((filled - cases["t1n"])[inside] ** 2).mean())

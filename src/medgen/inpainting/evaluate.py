@@ -16,14 +16,13 @@ import torch
 
 from medgen.autoencoder.loading import load_autoencoder
 from medgen.datasets import TensorBundle
-from medgen.diffusion import Resampling, build_task
+from medgen.diffusion import build_task
 from medgen.inpainting.baselines import fill_cases
 from medgen.inpainting.cases import conditioning_maps
-from medgen.inpainting.diffusion_training import composite
 from medgen.inpainting.inference import inpaint_cases
 from medgen.inpainting.params import SamplingParams, ScoringParams
 from medgen.inpainting.scoring import method_table, score_predictions
-from medgen.inpainting.unet_baseline import predict_unet_baseline
+from medgen.inpainting.unet_baseline import composite, predict_unet_baseline
 from medgen.models import build_backbone
 
 #: decode(encode(t1n)) composited: what a perfect latent model could reach at best; it reads the
@@ -59,7 +58,7 @@ def sample_diffusion(
 ) -> tuple[TensorBundle, dict[str, Any]]:
     """Mean and SD maps of every test case under each configured conditioning variant."""
     task, network = load_diffusion_model(model, autoencoder)
-    resampling = Resampling(params.resampling.repeats, params.resampling.jump_length)
+    resampling = params.resampling
     tensors, timing = {}, {}
     for variant in params.conditionings:
         mean, sd, seconds = inpaint_cases(
@@ -79,7 +78,9 @@ def sample_diffusion(
     with torch.no_grad():
         latents = task.space.encode(model_input["latents"])
         decoded = torch.cat([task.space.decode(z[None]).cpu() for z in latents])
-    tensors["autoencoder_reconstruction"] = composite(cases["voided"], decoded, cases["mask"])
+    tensors["autoencoder_reconstruction"] = composite(
+        cases["voided"], decoded.clamp(-1, 1), cases["mask"]
+    )
     # the default variant's prediction under the name every samples bundle uses
     tensors["images"] = tensors[f"{params.conditionings[0]}_mean"]
     solver_steps = resampling.network_steps(task.strategy.num_solver_steps(params.num_steps))

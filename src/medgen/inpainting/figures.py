@@ -7,11 +7,11 @@ grey scale; the difference and SD panels have their own colour scale, stated in 
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import torch
 from PIL import Image
+
+from medgen.metrics.images import figure_image, new_figure
 
 PANELS = ("voided", "inpainted", "ground truth", "|difference|", "SD (K samples)")
 
@@ -35,11 +35,6 @@ def triplanar_figure(
     title: str,
 ) -> Image.Image:
     """The figure of one case (volumes ``[1, D, H, W]`` or ``[D, H, W]``) as a PIL image."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     vols = [v.squeeze().float().numpy() for v in (voided, inpainted, truth)]
     diff = np.abs(vols[1] - vols[2])
     sd_np = sd.squeeze().float().numpy()
@@ -48,7 +43,8 @@ def triplanar_figure(
     centre = centre or tuple(s // 2 for s in m.shape)
     diff_max = max(float(diff.max()), 1e-6)
     sd_max = max(float(sd_np.max()), 1e-6)
-    fig, axes = plt.subplots(3, 5, figsize=(11, 7))
+    fig = new_figure(figsize=(11, 7))
+    axes = fig.subplots(3, 5)
     for column, (name, volume) in enumerate(zip(PANELS, [*vols, diff, sd_np], strict=True)):
         for row, plane in enumerate(_planes(volume, centre)):
             ax = axes[row, column]
@@ -72,8 +68,4 @@ def triplanar_figure(
                 ax.set_title(name + scale, fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
-    plt.close(fig)
-    buffer.seek(0)
-    return Image.open(buffer).convert("RGB")
+    return figure_image(fig, dpi=80, tight=False)

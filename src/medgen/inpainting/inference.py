@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 
 from medgen.datasets import TensorBundle
 from medgen.diffusion import DiffusionTask, Resampling
-from medgen.inpainting.diffusion_training import case_batch, composite
+from medgen.inpainting.diffusion_training import case_batch
+from medgen.inpainting.unet_baseline import composite
 
 
 def inpaint_cases(
@@ -53,8 +54,7 @@ def inpaint_cases(
     seconds = time.perf_counter() - start
     mask = cases["mask"]
     mean = composite(cases["voided"], decoded.mean(dim=1), mask)
-    samples = torch.stack(
-        [composite(cases["voided"], decoded[:, k], mask) for k in range(samples_per_case)], dim=1
-    )
-    sd = samples.std(dim=1) if samples_per_case > 1 else torch.zeros_like(mean)
+    # the K composites agree outside the mask: their SD is the decoded samples' inside it
+    spread = decoded.std(dim=1) if samples_per_case > 1 else torch.zeros_like(mean)
+    sd = torch.where(mask > 0, spread, torch.zeros_like(spread))
     return mean, sd, seconds

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from medgen.config import config_tree_from_params, require_positive_ints
+from medgen.diffusion.known_region import Resampling
 
 CONDITIONINGS = ("none", "honest", "oracle")
 
@@ -85,23 +86,15 @@ class DiffusionParams:
 
 
 @dataclass(frozen=True)
-class ResamplingParams:
-    """``sampling.resampling``: RePaint ``repeats`` (0: off) and ``jump_length``."""
-
-    repeats: int
-    jump_length: int
-
-
-@dataclass(frozen=True)
 class SamplingParams:
     """``inpainting.sampling``: ``num_steps`` solver steps (DDIM for a DDPM-trained model),
     ``samples_per_case`` K (mean = the prediction, per-voxel SD = the uncertainty map),
-    ``resampling``, the ``conditionings`` to run (the first is the default, "honest"),
+    ``resampling`` (RePaint: `medgen.diffusion.Resampling`), the ``conditionings`` to run (the first is the default, "honest"),
     ``batch_size`` volumes per network call, ``seed``."""
 
     num_steps: int
     samples_per_case: int
-    resampling: ResamplingParams
+    resampling: Resampling
     conditionings: tuple[str, ...]
     batch_size: int
     seed: int

@@ -127,3 +127,28 @@ def side_by_side(*panels: Image.Image, gap: int = 16) -> Image.Image:
         out.paste(panel.convert("RGB"), (x, 0))
         x += panel.width + gap
     return out
+
+
+def new_figure(**kwargs):
+    """A bare matplotlib ``Figure`` (rendered with Agg when saved; pyplot's global backend, a
+    notebook's included, is never touched). matplotlib is imported here: a second of import
+    time that only figure makers pay."""
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
+
+
+def figure_png(figure, dpi: int = 90, tight: bool = True) -> bytes:
+    """PNG bytes of a matplotlib figure (``tight``: trimmed to its content)."""
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight" if tight else None)
+    return buffer.getvalue()
+
+
+def figure_image(figure, dpi: int = 90, tight: bool = True) -> Image.Image:
+    """The figure as an RGB PIL image (for ``pillow.ImageDataset`` outputs)."""
+    import io
+
+    return Image.open(io.BytesIO(figure_png(figure, dpi, tight))).convert("RGB")

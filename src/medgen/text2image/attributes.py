@@ -65,10 +65,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset
 
 from medgen.config import config_to_dict, config_tree_from_params, require_positive_ints
 from medgen.datasets import TensorBundle
+from medgen.metrics.in_domain import LabelledImages
 from medgen.runtime import torch_threads
 from medgen.text2image.slice_captions import SHORT_MODALITY_NAMES
 from medgen.training import TrainingConfig, TrainingJob, TrainingTask, run_job
@@ -230,17 +230,6 @@ class AttributeClassifier(nn.Module):
         return {name: head(features) for name, head in self.heads.items()}
 
 
-class _LabelledSlices(Dataset):
-    def __init__(self, images: torch.Tensor, labels: Mapping[str, torch.Tensor]) -> None:
-        self.images, self.labels = images, dict(labels)
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {"image": self.images[index], **{k: v[index] for k, v in self.labels.items()}}
-
-
 def class_weights(labels: np.ndarray | torch.Tensor, n_classes: int) -> torch.Tensor:
     """Class-balanced loss weights ``n / (K * n_class)`` over the applicable items (a class
     without items gets weight 0)."""
@@ -285,7 +274,7 @@ def build_attribute_task(
     return TrainingTask(
         model=model,
         loss_fn=partial(_balanced_loss, weights=weights),
-        train_data=_LabelledSlices(images, labels),
+        train_data=LabelledImages(images, labels),
     )
 
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from medgen.autoencoder.loading import load_autoencoder
@@ -37,16 +36,6 @@ class PromptedImages(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return {"images": self.images[index], "tokens": self.tokens[index]}
-
-
-def resize_images(images: torch.Tensor, resolution: int) -> torch.Tensor:
-    """Square images to ``resolution``² (antialiased bilinear), clamped to [-1, 1]."""
-    if images.shape[-1] == resolution and images.shape[-2] == resolution:
-        return images
-    out = F.interpolate(
-        images, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False
-    )
-    return out.clamp(-1, 1)
 
 
 def task_config(strategy: Mapping[str, Any], channels: Sequence[str]) -> dict[str, Any]:

@@ -8,7 +8,6 @@ The bundle is `medgen.datasets.CSVImageDataset` reading ``captions_2d.csv`` (or 
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,14 +16,14 @@ from typing import Any
 import torch
 from PIL import Image
 
+from medgen.data.resize import resize_images
 from medgen.datasets import TensorBundle
 from medgen.generation.nifti import slice_to_nifti
-from medgen.metrics.images import to_uint8
+from medgen.metrics.images import figure_image, new_figure, to_uint8
 from medgen.text2image.generator import (
     generate_images,
     generator_weights,
     load_generator,
-    resize_images,
     train_text2image,
 )
 from medgen.text2image.params import GenerationParams, GeneratorParams, TokenizerParams
@@ -104,7 +103,8 @@ def train_generator(
         i for i in rows for _ in range(params.lesion_repeat if _has_lesion(captioned, i) else 1)
     ]
     train = select(captioned, rows)
-    images = resize_images(train["images"].float(), params.resolution)
+    # the 64² slices at the training size (antialiased), still in [-1, 1]
+    images = resize_images(train["images"], (params.resolution,) * 2).clamp(-1, 1)
     tokens = tokenize(tokenizer, train.metadata["texts"])
     channels = ["gray"] if images.shape[1] == 1 else ["red", "green", "blue"][: images.shape[1]]
     info = tokenizer_info(tokenizer)
@@ -233,17 +233,11 @@ def image_files(samples: TensorBundle, pixel_spacing_mm: float) -> tuple[dict, d
 
 def prompt_grid(samples: TensorBundle) -> Image.Image:
     """Rows = prompts (captioned), columns = the K images at fixed noise."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     prompts = samples.metadata["distinct_prompts"]
     k = samples.metadata["images_per_prompt"]
     images = samples["images"]
-    fig, axes = plt.subplots(
-        len(prompts), k, figsize=(1.6 * k + 3.2, 1.6 * len(prompts)), squeeze=False
-    )
+    fig = new_figure(figsize=(1.6 * k + 3.2, 1.6 * len(prompts)))
+    axes = fig.subplots(len(prompts), k, squeeze=False)
     for p, prompt in enumerate(prompts):
         for j in range(k):
             ax = axes[p, j]
@@ -257,11 +251,7 @@ def prompt_grid(samples: TensorBundle) -> Image.Image:
         fontsize=8,
     )
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    buffer.seek(0)
-    return Image.open(buffer).convert("RGB")
+    return figure_image(fig, dpi=90, tight=False)
 
 
 def _wrap(text: str, width: int = 34) -> str:
