@@ -433,3 +433,20 @@ def test_read_only_describe_exists_and_catalog(tmp_path: Path):
     cache = TensorDataset(filepath=str(tmp_path / "cache.safetensors"))
     cache.save(bundle)
     assert cache.load().metadata == bundle.metadata
+
+
+def test_renamed_columns_read_a_ratings_csv(tmp_path: Path):
+    """A ratings CSV (image_path, prompt, ...) goes through the same reader, extras kept."""
+    write_png(tmp_path / "a.png", np.arange(64, dtype=np.uint8).reshape(8, 8))
+    header = ("image_path", "rating", "modality", "expert_level", "prompt")
+    csv_path = write_csv(tmp_path / "ratings.csv", [["a.png", "3", "flair", "2", "Brain"]], header)
+    bundle = load(csv_path, size=8, columns={"path": "image_path", "text": "prompt"})
+    assert bundle.metadata["texts"] == ["Brain"]
+    assert bundle.metadata["extra_columns"] == {"rating": ["3"], "expert_level": ["2"]}
+    with pytest.raises(DatasetError, match=r"missing column\(s\) \['image_path'\]"):
+        load(
+            write_csv(tmp_path / "plain.csv", [["a.png", "t", "flair"]]),
+            columns={"path": "image_path"},
+        )
+    with pytest.raises(DatasetError, match="it renames only"):
+        CSVImageDataset(filepath=str(csv_path), columns={"rating": "score"})

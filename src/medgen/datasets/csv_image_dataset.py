@@ -33,7 +33,7 @@ import io
 import logging
 import os
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,6 +115,9 @@ class CSVImageDataset(AbstractDataset[None, TensorBundle]):
         percentiles: (low, high) intensity percentiles of each image mapped to -1 and 1,
             computed after windowing; values outside are clipped. Default (0, 100):
             per-image min/max.
+        columns: the header names of the three required columns when they are not ``path``,
+            ``text`` and ``modality``, e.g. ``{path: image_path, text: prompt}`` for a ratings
+            CSV (default: those names).
         rejected_filepath: where to also write the rejected rows as CSV (``row,path,
             reason``; written on every load, header only when nothing was rejected).
         credentials, fs_args: for the CSV's filesystem, as in the other medgen datasets.
@@ -143,6 +146,7 @@ class CSVImageDataset(AbstractDataset[None, TensorBundle]):
         nifti_slice: str | int = "middle",
         label_column: str | None = None,
         percentiles: Sequence[float] = (0.0, 100.0),
+        columns: Mapping[str, str] | None = None,
         rejected_filepath: str | os.PathLike | None = None,
         credentials: dict[str, Any] | None = None,
         fs_args: dict[str, Any] | None = None,
@@ -164,6 +168,12 @@ class CSVImageDataset(AbstractDataset[None, TensorBundle]):
         self._window = None if dicom_window is None else tuple(float(v) for v in dicom_window)
         self._nifti_slice, self._label_column = nifti_slice, label_column
         self._percentiles = (float(percentiles[0]), float(percentiles[1]))
+        unknown = sorted(set(columns or {}) - set(REQUIRED_COLUMNS))
+        if unknown:
+            raise DatasetError(
+                f"{filepath}: columns maps {unknown}; it renames only {list(REQUIRED_COLUMNS)}"
+            )
+        self._columns = {c: str((columns or {}).get(c, c)).lower() for c in REQUIRED_COLUMNS}
         self._rejected_filepath = None if rejected_filepath is None else str(rejected_filepath)
         self._credentials, self._fs_args = credentials, fs_args
         self._protocol, self._csv_path, self._fs = open_filesystem(filepath, credentials, fs_args)
@@ -189,6 +199,7 @@ class CSVImageDataset(AbstractDataset[None, TensorBundle]):
             "nifti_slice": self._nifti_slice,
             "label_column": self._label_column,
             "percentiles": self._percentiles,
+            "columns": self._columns,
             "rejected_filepath": self._rejected_filepath,
         }
 
@@ -298,23 +309,26 @@ class CSVImageDataset(AbstractDataset[None, TensorBundle]):
         return list(extras.values()), rows
 
     def _column_index(self, header: list[str]) -> dict[str, int]:
-        """Positions of ``path``, ``text`` and ``modality`` (case-insensitive)."""
+        """Positions of ``path``, ``text`` and ``modality`` (their ``columns`` names,
+        case-insensitive)."""
         lowered = [name.strip().lower() for name in header]
         index = {}
         for column in REQUIRED_COLUMNS:
-            found = [i for i, name in enumerate(lowered) if name == column]
+            name = self._columns[column]
+            found = [i for i, header_name in enumerate(lowered) if header_name == name]
             if len(found) > 1:
                 raise DatasetError(
-                    f"{self._filepath}: column {column!r} appears {len(found)} times in the "
+                    f"{self._filepath}: column {name!r} appears {len(found)} times in the "
                     f"header {header}"
                 )
             if found:
                 index[column] = found[0]
-        missing = [c for c in REQUIRED_COLUMNS if c not in index]
+        missing = [self._columns[c] for c in REQUIRED_COLUMNS if c not in index]
         if missing:
             raise DatasetError(
                 f"{self._filepath}: missing column(s) {missing}; the header is {header}, "
-                f"expected {list(REQUIRED_COLUMNS)} (case-insensitive) plus any others"
+                f"expected {[self._columns[c] for c in REQUIRED_COLUMNS]} (case-insensitive) "
+                "plus any others"
             )
         if self._label_column is not None and self._label_column not in header:
             raise DatasetError(
