@@ -440,13 +440,13 @@ def test_renamed_columns_read_a_ratings_csv(tmp_path: Path):
     write_png(tmp_path / "a.png", np.arange(64, dtype=np.uint8).reshape(8, 8))
     header = ("image_path", "rating", "modality", "expert_level", "prompt")
     csv_path = write_csv(tmp_path / "ratings.csv", [["a.png", "3", "flair", "2", "Brain"]], header)
-    bundle = load(csv_path, size=8, columns={"path": "image_path", "text": "prompt"})
+    bundle = load(csv_path, size=8, path_column="image_path", text_column="prompt")
     assert bundle.metadata["texts"] == ["Brain"]
     assert bundle.metadata["extra_columns"] == {"rating": ["3"], "expert_level": ["2"]}
     with pytest.raises(DatasetError, match=r"missing column\(s\) \['image_path'\]"):
         load(
             write_csv(tmp_path / "plain.csv", [["a.png", "t", "flair"]]),
-            columns={"path": "image_path"},
+            path_column="image_path",
         )
-    with pytest.raises(DatasetError, match="it renames only"):
-        CSVImageDataset(filepath=str(csv_path), columns={"rating": "score"})
+    with pytest.raises(DatasetError, match="must differ"):
+        CSVImageDataset(filepath=str(csv_path), path_column="text")

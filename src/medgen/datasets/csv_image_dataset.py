@@ -33,7 +33,7 @@ import io
 import logging
 import os
 import posixpath
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,9 +115,10 @@ class CSVImageDataset(AbstractDataset[None, TensorBundle]):
         percentiles: (low, high) intensity percentiles of each image mapped to -1 and 1,
             computed after windowing; values outside are clipped. Default (0, 100):
             per-image min/max.
-        columns: the header names of the three required columns when they are not ``path``,
-            ``text`` and ``modality``, e.g. ``{path: image_path, text: prompt}`` for a ratings
-            CSV (default: those names).
+        path_column, text_column, modality_column: the header names of the three required
+            columns (defaults ``path``, ``text``, ``modality``), e.g. ``path_column:
+            image_path`` and ``text_column: prompt`` for a ratings CSV. (Separate arguments:
+            Kedro rewrites catalog keys named ``path`` into absolute paths.)
         rejected_filepath: where to also write the rejected rows as CSV (``row,path,
             reason``; written on every load, header only when nothing was rejected).
         credentials, fs_args: for the CSV's filesystem, as in the other medgen datasets.
@@ -146,7 +147,9 @@ class CSVImageDataset(AbstractDataset[None, TensorBundle]):
         nifti_slice: str | int = "middle",
         label_column: str | None = None,
         percentiles: Sequence[float] = (0.0, 100.0),
-        columns: Mapping[str, str] | None = None,
+        path_column: str = "path",
+        text_column: str = "text",
+        modality_column: str = "modality",
         rejected_filepath: str | os.PathLike | None = None,
         credentials: dict[str, Any] | None = None,
         fs_args: dict[str, Any] | None = None,
@@ -168,12 +171,10 @@ class CSVImageDataset(AbstractDataset[None, TensorBundle]):
         self._window = None if dicom_window is None else tuple(float(v) for v in dicom_window)
         self._nifti_slice, self._label_column = nifti_slice, label_column
         self._percentiles = (float(percentiles[0]), float(percentiles[1]))
-        unknown = sorted(set(columns or {}) - set(REQUIRED_COLUMNS))
-        if unknown:
-            raise DatasetError(
-                f"{filepath}: columns maps {unknown}; it renames only {list(REQUIRED_COLUMNS)}"
-            )
-        self._columns = {c: str((columns or {}).get(c, c)).lower() for c in REQUIRED_COLUMNS}
+        names = (path_column, text_column, modality_column)
+        if len({str(n).strip().lower() for n in names}) != 3:
+            raise DatasetError(f"{filepath}: path, text and modality columns must differ: {names}")
+        self._columns = dict(zip(REQUIRED_COLUMNS, (str(n).strip().lower() for n in names)))
         self._rejected_filepath = None if rejected_filepath is None else str(rejected_filepath)
         self._credentials, self._fs_args = credentials, fs_args
         self._protocol, self._csv_path, self._fs = open_filesystem(filepath, credentials, fs_args)
