@@ -174,6 +174,42 @@ class TextConditionedUNet(nn.Module):
         ).sample
 
 
+def checked_tokenizer_info(tokenizer_info: Mapping[str, int]) -> dict[str, int]:
+    """The `TOKENIZER_INFO_KEYS` of ``tokenizer_info`` as ints; ValueError naming missing ones."""
+    missing = [k for k in TOKENIZER_INFO_KEYS if k not in tokenizer_info]
+    if missing:
+        raise ValueError(f"tokenizer_info lacks {missing} (use tokenizer.tokenizer_info)")
+    return {k: int(tokenizer_info[k]) for k in TOKENIZER_INFO_KEYS}
+
+
+def build_text_encoder(
+    tokenizer_info: Mapping[str, int],
+    *,
+    hidden_size: int,
+    intermediate_size: int,
+    layers: int,
+    heads: int,
+) -> CLIPTextModel:
+    """A freshly initialised CLIP-style text encoder over the prompt tokenizer's vocabulary
+    (seed torch before calling); the one text-encoder construction of text2image, shared by
+    the generator and the alignment scorer (`medgen.text2image.alignment`). Its pooled output
+    is the hidden state at the first ``[EOS]`` (see the module docstring)."""
+    info = checked_tokenizer_info(tokenizer_info)
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=info["vocab_size"],
+            hidden_size=hidden_size,
+            intermediate_size=intermediate_size,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            max_position_embeddings=info["max_length"],
+            pad_token_id=PAD_ID,
+            bos_token_id=info["bos_id"],
+            eos_token_id=info["eos_id"],
+        )
+    )
+
+
 def build_text_conditioned_unet(
     config: Mapping[str, Any] | TextConditionedUNetConfig,
     tokenizer_info: Mapping[str, int],
@@ -187,22 +223,13 @@ def build_text_conditioned_unet(
     """
     if not isinstance(config, TextConditionedUNetConfig):
         config = TextConditionedUNetConfig.from_params(config)
-    missing = [k for k in TOKENIZER_INFO_KEYS if k not in tokenizer_info]
-    if missing:
-        raise ValueError(f"tokenizer_info lacks {missing} (use tokenizer.tokenizer_info)")
-    info = {k: int(tokenizer_info[k]) for k in TOKENIZER_INFO_KEYS}
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=info["vocab_size"],
-            hidden_size=config.text_hidden_size,
-            intermediate_size=config.text_intermediate_size,
-            num_hidden_layers=config.text_layers,
-            num_attention_heads=config.text_heads,
-            max_position_embeddings=info["max_length"],
-            pad_token_id=PAD_ID,
-            bos_token_id=info["bos_id"],
-            eos_token_id=info["eos_id"],
-        )
+    info = checked_tokenizer_info(tokenizer_info)
+    text_encoder = build_text_encoder(
+        info,
+        hidden_size=config.text_hidden_size,
+        intermediate_size=config.text_intermediate_size,
+        layers=config.text_layers,
+        heads=config.text_heads,
     )
     unet = UNet2DConditionModel(
         sample_size=config.sample_size,
