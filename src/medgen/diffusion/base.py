@@ -194,6 +194,26 @@ class DiffusionStrategy(ABC):
         noise = randn(x.shape, generator, x.device, x.dtype)
         return ratio * x + max(variance, 0.0) ** 0.5 * noise
 
+    # ------------------------------------------------- sampling as a Markov decision process
+    def policy_times(self, shape: Sequence[int], num_steps: int) -> list[float]:
+        """The times of a stochastic sampler's steps, first (noise) to last: the states of the
+        denoising MDP (:mod:`medgen.diffusion.policy_gradient`). Strategies without
+        :meth:`transition` cannot be fine-tuned by policy gradients."""
+        raise NotImplementedError(f"{self.name} has no stochastic sampler for policy gradients")
+
+    def transition(
+        self,
+        prediction: torch.Tensor,
+        x: torch.Tensor,
+        step: int,
+        times: Sequence[float],
+        noise_level: float,
+    ) -> tuple[torch.Tensor, float]:
+        """``(mean, std)`` of the Gaussian step ``x_{step+1} ~ N(mean, std²)`` of a stochastic
+        sampler from ``x`` at ``times[step]`` given the network's ``prediction`` there;
+        ``noise_level`` sets how stochastic it is (0: the deterministic sampler's step)."""
+        raise NotImplementedError(f"{self.name} has no stochastic sampler for policy gradients")
+
     def predict(
         self,
         model: nn.Module,

@@ -150,6 +150,50 @@ class DDPMStrategy(DiffusionStrategy):
         alpha_bar = float(self.alphas_cumprod[int(t)])
         return alpha_bar**0.5, (1.0 - alpha_bar) ** 0.5
 
+    def policy_times(self, shape: Sequence[int], num_steps: int) -> list[float]:
+        """DDIM's integer timesteps for ``num_steps`` steps (MONAI's grid, T−1 down to 0)."""
+        if not 1 <= int(num_steps) <= self.num_train_timesteps:
+            raise ValueError(
+                f"ddpm: policy num_steps must be in [1, {self.num_train_timesteps}], got {num_steps}"
+            )
+        scheduler = DDIMScheduler(**self._scheduler_options())
+        scheduler.set_timesteps(int(num_steps))
+        return scheduler.timesteps.tolist()
+
+    def transition(
+        self,
+        prediction: torch.Tensor,
+        x: torch.Tensor,
+        step: int,
+        times: Sequence[float],
+        noise_level: float,
+    ) -> tuple[torch.Tensor, float]:
+        """DDIM's step with ``η = noise_level`` (Song et al. 2021, eq. 12 and 16) as a Gaussian:
+        ``mean = √ᾱ_prev·x̂0 + √(1 − ᾱ_prev − σ²)·ε̂``, ``σ = η·√((1−ᾱ_prev)/(1−ᾱ_t))·√(1−ᾱ_t/ᾱ_prev)``.
+
+        ``η = 1`` is DDPM's posterior variance on DDIM's strided grid: the stochastic policy of
+        DDPO (Black et al. 2023). It is MONAI's ``DDIMScheduler.step`` (same previous timestep
+        ``t − T // n``, ᾱ = 1 after the last step, x̂0 clipped when ``clip_sample``) with the
+        noise left out, so ``η = 0`` gives the deterministic sampler's step exactly. The last step
+        has σ = 0 (ᾱ_prev = 1): it is deterministic."""
+        t = int(times[step])
+        prev = t - self.num_train_timesteps // len(times)
+        alphas = self.alphas_cumprod.to(x.device)
+        alpha_t = float(alphas[t])
+        alpha_prev = float(alphas[prev]) if prev >= 0 else 1.0
+        if self.prediction_type == PredictionType.EPSILON:
+            x0 = (x - (1 - alpha_t) ** 0.5 * prediction) / alpha_t**0.5
+            eps = prediction
+        else:  # v = √ᾱ ε − √(1−ᾱ) x0
+            x0 = alpha_t**0.5 * x - (1 - alpha_t) ** 0.5 * prediction
+            eps = alpha_t**0.5 * prediction + (1 - alpha_t) ** 0.5 * x
+        if self.clip_sample:
+            x0 = x0.clamp(-1.0, 1.0)
+        variance = (1 - alpha_prev) / (1 - alpha_t) * (1 - alpha_t / alpha_prev)
+        std = float(noise_level) * max(variance, 0.0) ** 0.5
+        mean = alpha_prev**0.5 * x0 + max(1 - alpha_prev - std**2, 0.0) ** 0.5 * eps
+        return mean, std
+
     def _reverse_process(
         self,
         shape: Sequence[int],

@@ -165,6 +165,43 @@ class RectifiedFlowStrategy(DiffusionStrategy):
         """``num_steps``, else ``num_inference_steps`` (default 30) Euler steps."""
         return self.num_inference_steps if num_steps is None else int(num_steps)
 
+    def policy_times(self, shape: Sequence[int], num_steps: int) -> list[float]:
+        """The Euler sampler's grid (:meth:`sampling_timesteps`): ``num_steps`` times from T."""
+        return self.sampling_timesteps(shape, self.num_solver_steps(num_steps))
+
+    def transition(
+        self,
+        prediction: torch.Tensor,
+        x: torch.Tensor,
+        step: int,
+        times: Sequence[float],
+        noise_level: float,
+    ) -> tuple[torch.Tensor, float]:
+        """One Euler–Maruyama step of the reverse SDE with the flow's marginals (Flow-GRPO, Liu et
+        al. 2025, https://arxiv.org/abs/2505.05470), in this strategy's convention
+        ``x_s = (1−s)·x0 + s·ε`` (``s = t/T``) and velocity ``v = x0 − ε``.
+
+        For any noise ``g(s)`` the SDE ``dx = [u − ½g²∇log p_s] ds + g dw̄`` run backwards in ``s``
+        has the same marginals as the probability-flow ODE ``dx/ds = u = −v``. With
+        ``x̂0 = x + s·v``, ``ε̂ = x + (s−1)·v`` and ``∇log p_s = −ε̂/s``, a step of size
+        ``Δ = s − s_next`` is Gaussian with
+        ``mean = x + Δ·v − (g²Δ / 2s)·ε̂`` and ``std = g·√Δ``, where
+        ``g = noise_level·√(s̃/(1−s̃))`` and ``s̃ = min(s, s_1)``: at the first time (s = 1) the
+        ratio would be infinite, so it is capped at the grid's second time ``s_1``, as Flow-GRPO
+        does. ``noise_level = 0`` is the Euler step of :meth:`sample` exactly."""
+        T = self.num_train_timesteps
+        s = float(times[step]) / T
+        s_next = float(times[step + 1]) / T if step + 1 < len(times) else 0.0
+        delta = s - s_next
+        cap = float(times[1]) / T if len(times) > 1 else 0.5
+        s_tilde = min(s, cap)
+        g = float(noise_level) * (s_tilde / (1.0 - s_tilde)) ** 0.5
+        mean = x + delta * prediction
+        if g > 0:
+            eps = x + (s - 1.0) * prediction
+            mean = mean - (g**2 * delta / (2.0 * s)) * eps
+        return mean, g * delta**0.5
+
     def _reverse_process(
         self,
         shape: Sequence[int],
