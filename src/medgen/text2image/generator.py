@@ -56,12 +56,15 @@ def build_text2image_task(
     tokenizer_info: dict[str, int],
     seed: int,
 ) -> TrainingTask:
-    """The job's factory, run in every worker: the prompted images, a fresh seeded network and,
-    for a latent space, the frozen 2D autoencoder ``data["autoencoder"]``."""
+    """The job's factory, run in every worker: the prompted images, a fresh seeded network (or
+    the weights ``data["init"]`` to fine-tune) and, for a latent space, the frozen 2D
+    autoencoder ``data["autoencoder"]``."""
     autoencoder = load_autoencoder(data["autoencoder"]) if "autoencoder" in data else None
     task = build_task(task_config, autoencoder)
     torch.manual_seed(seed)
     model = build_network(task, network, tokenizer_info)
+    if "init" in data:
+        model.load_state_dict(data["init"].tensors)
     return TrainingTask(model=model, loss_fn=task.loss, train_data=PromptedImages(data["train"]))
 
 
@@ -79,13 +82,18 @@ def train_text2image(
     torch_threads: int | None = None,
     latent_space: Mapping[str, Any] | None = None,
     autoencoder: TensorBundle | None = None,
+    init: TensorBundle | None = None,
+    name: str = "text2image",
 ) -> tuple[JobOutcome, dict[str, Any]]:
     """Train the generator on ``images`` [N, C, S, S] and their prompts' ``tokens`` [N, L];
     ``latent_space`` (the autoencoder pipeline's record) and ``autoencoder`` (its weights) put
-    the diffusion in the 2D autoencoder's latent space."""
+    the diffusion in the 2D autoencoder's latent space; ``init``: a generator's weights to
+    fine-tune instead of a fresh network; ``name``: the job's MLflow prefix."""
     config = TrainingConfig.from_dict(training)
     tc = task_config(strategy, channels)
     data = {"train": TensorBundle({"images": images, "tokens": tokens})}
+    if init is not None:
+        data["init"] = TensorBundle(init.tensors, {})
     if latent_space is not None:
         keys = ("latent_channels", "downsample_factor", "scale_factor", "per_channel")
         tc["space"] = {"name": "latent", **{k: latent_space[k] for k in keys}}
@@ -93,7 +101,7 @@ def train_text2image(
     # fail here, in the node, on a bad strategy or space
     build_task(tc, load_autoencoder(autoencoder) if latent_space is not None else None)
     job = TrainingJob(
-        name="text2image",
+        name=name,
         factory=build_text2image_task,
         config=config,
         checkpoint_dir=checkpoint_dir,
@@ -106,7 +114,7 @@ def train_text2image(
         },
         resources=resources,
         torch_threads=torch_threads,
-        artifact_path="text2image/generator",
+        artifact_path=f"{name}/generator",
     )
     return run_job(job), tc
 
