@@ -9,6 +9,9 @@ text2image:
   generation        GenerationParams: prompts, K images per prompt, guidance
   attributes        medgen.text2image.attributes: the offline prompt-agreement classifiers
   pretrained        PretrainedParams: the Stable Diffusion path (off offline)
+  part 2 (medgen.text2image.rlhf): undertrained (UndertrainedParams), ratings, selector,
+  alignment, reward, filtered_finetune, reinforce, stage_evaluation, best_of_n: each read by
+  the dataclass its module defines
 """
 
 from __future__ import annotations
@@ -115,3 +118,22 @@ class PretrainedParams:
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> PretrainedParams:
         return config_tree_from_params(cls, params, "text2image.pretrained")
+
+
+@dataclass(frozen=True)
+class UndertrainedParams:
+    """``text2image.undertrained``: the deliberately under-trained generator of the rated pool:
+    part 1's job stopped at ``max_steps``; ``images_per_split`` of its images per split (prompts
+    of that split's rows) sampled with ``num_steps`` at ``guidance_scale`` from ``seed``."""
+
+    max_steps: int
+    images_per_split: int
+    num_steps: int | None
+    guidance_scale: float
+    seed: int
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> UndertrainedParams:
+        config = config_tree_from_params(cls, params, "text2image.undertrained")
+        require_positive_ints(config, "text2image.undertrained", "max_steps")
+        return config

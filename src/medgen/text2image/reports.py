@@ -1,4 +1,4 @@
-"""``summary.json`` of text2image (part 1) and its MLflow metrics."""
+"""``summary.json`` of text2image (parts 1 and 2) and its MLflow metrics."""
 
 from __future__ import annotations
 
@@ -9,6 +9,17 @@ from typing import Any
 from medgen.datasets import TensorBundle
 from medgen.training.tracking import active_mlflow
 
+#: Part 2's reports, in the order the summarise node receives them.
+PART2_REPORTS = (
+    "ratings",
+    "selector",
+    "alignment",
+    "filtered_finetune",
+    "reinforce",
+    "stages",
+    "best_of_n",
+)
+
 
 def text2image_summary(
     generator: dict[str, Any],
@@ -16,6 +27,7 @@ def text2image_summary(
     agreement: dict[str, Any],
     pretrained: dict[str, Any],
     captioned: TensorBundle,
+    part2: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     splits = captioned.metadata.get("extra_columns", {}).get("split") or []
     return {
@@ -29,6 +41,30 @@ def text2image_summary(
         "prompt_agreement": agreement.get("agreement", agreement),
         "attribute_classifiers": agreement.get("training"),
         "pretrained": pretrained,
+        **({"rlhf": rlhf_headline(part2), **part2} if part2 else {}),
+    }
+
+
+def rlhf_headline(part2: dict[str, Any]) -> dict[str, Any]:
+    """The numbers a reader wants first: scorer AUROCs (with their controls), proxy vs oracle
+    gains per stage, the best-of-N acceptance."""
+    stages = part2["stages"]
+    return {
+        "selector_auroc": part2["selector"].get("headline"),
+        "alignment_auroc": part2["alignment"].get("headline"),
+        "stage_means": {
+            name: {
+                "reward": stage["proxy"]["reward"],
+                "selector": stage["proxy"]["selector"],
+                "policy": stage["proxy"]["policy"],
+                "oracle_quality": stage["oracle"]["quality"],
+                "attribute_agreement": stage["oracle"]["attribute_agreement"],
+                "frechet": stage["frechet_to_real_heldout"].get("value"),
+            }
+            for name, stage in stages["stages"].items()
+        },
+        "proxy_vs_oracle_gaps": stages["gaps"],
+        "best_of_n_acceptance_rate": part2["best_of_n"]["acceptance_rate"],
     }
 
 
@@ -50,6 +86,8 @@ def log_summary(summary: dict[str, Any]) -> bool:
         _flatten(f"text2image/generator/{key}", summary["generator"].get(key), metrics)
     _flatten("text2image/generation/seconds", summary["generation"].get("seconds"), metrics)
     _flatten("text2image/agreement", summary["prompt_agreement"], metrics)
+    if "rlhf" in summary:
+        _flatten("text2image/rlhf", summary["rlhf"], metrics)
     safe = {k.replace(" ", "_").replace("(", "").replace(")", ""): v for k, v in metrics.items()}
-    mlflow.log_metrics(dict(list(safe.items())[:200]))
+    mlflow.log_metrics(dict(list(safe.items())[:900]))  # MLflow takes 1000 per batch
     return True

@@ -68,3 +68,35 @@ def test_generated_samples_prompts_files_and_summary(project: Path):
     assert set(summary["prompt_agreement"]["attributes"]) == {"modality", "lesion_present", "side"}
     tokenizer = json.loads((project / "data/06_models/text2image/tokenizer.json").read_text())
     assert tokenizer["max_length"] == 24
+
+
+def test_part2_rates_scores_fine_tunes_and_filters(project: Path):
+    ratings = pd.read_csv(project / "data/05_model_input/text2image/ratings.csv")
+    assert list(ratings.columns[:5]) == [
+        "image_path",
+        "rating",
+        "modality",
+        "expert_level",
+        "prompt",
+    ]
+    assert set(ratings["rating"]) <= {1, 2, 3}
+    assert set(ratings["source"]) == {"real", "degraded", "undertrained_generator"}
+    assert (project / "data/05_model_input/text2image" / ratings["image_path"].iloc[0]).exists()
+    models = project / "data/06_models/text2image"
+    filtered = TensorDataset(filepath=str(models / "generator_filtered.safetensors")).load()
+    reinforced = TensorDataset(filepath=str(models / "generator_reinforced.safetensors")).load()
+    assert filtered.tensors.keys() == reinforced.tensors.keys()
+    assert any(not torch.equal(filtered[k], reinforced[k]) for k in filtered.tensors)  # updated
+    summary = json.loads((project / "data/08_reporting/text2image/summary.json").read_text())
+    assert set(summary["stages"]["stages"]) == {"part1", "selector_filtered", "ddpo"}
+    assert set(summary["rlhf"]["proxy_vs_oracle_gaps"]) == {"selector_filtered", "ddpo"}
+    assert summary["selector"]["headline"]["shuffled_control_vs_ratings"] is not None
+    best = summary["best_of_n"]
+    pngs = sorted(
+        p.name for p in (project / "data/07_model_output/text2image_rlhf/best_of_n").glob("*.png")
+    )
+    assert pngs == sorted(item["file"] for item in best["files"])
+    for item in best["files"]:
+        assert f"_selector_{item['selector']:.2f}_policy_{item['policy']:.2f}.png" in item["file"]
+    assert (project / "data/08_reporting/text2image/stages_grid.png").exists()
+    assert (project / "data/08_reporting/text2image/selector_reliability.png").exists()
