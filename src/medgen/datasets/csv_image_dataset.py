@@ -174,7 +174,9 @@ class CSVImageDataset(AbstractDataset[None, TensorBundle]):
         names = (path_column, text_column, modality_column)
         if len({str(n).strip().lower() for n in names}) != 3:
             raise DatasetError(f"{filepath}: path, text and modality columns must differ: {names}")
-        self._columns = dict(zip(REQUIRED_COLUMNS, (str(n).strip().lower() for n in names)))
+        self._columns = dict(
+            zip(REQUIRED_COLUMNS, (str(n).strip().lower() for n in names), strict=True)
+        )
         self._rejected_filepath = None if rejected_filepath is None else str(rejected_filepath)
         self._credentials, self._fs_args = credentials, fs_args
         self._protocol, self._csv_path, self._fs = open_filesystem(filepath, credentials, fs_args)
