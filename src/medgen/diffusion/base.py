@@ -24,6 +24,9 @@ process with :meth:`DiffusionStrategy.marginal`.
 Steps vs network evaluations: ``num_steps`` (and ``num_inference_steps``) count *solver steps*;
 :meth:`DiffusionStrategy.num_sampling_steps` reports *network evaluations per sample* (NFE), the
 cost a report should quote. They are equal for first-order samplers (DDPM, DDIM, Euler).
+
+Size: the one contract every strategy implements; its training and sampling halves share the
+hooks (``predict``, ``order``, ``marginal``) and are read together.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from medgen.diffusion.guidance import (
     model_forward,
 )
 from medgen.diffusion.known_region import KnownRegion, Resampling
+from medgen.diffusion.loss_details import TrainingTerms
 from medgen.diffusion.loss_weighting import min_snr_weight
 from medgen.diffusion.rng import randn
 from medgen.models.registry import Registry
@@ -59,6 +63,8 @@ Denoiser = Callable[[torch.Tensor, float], torch.Tensor]
 #: ``step(denoise, i, x)``: ``x`` after solver step ``i``, calling ``denoise`` ``order`` times
 #: at most.
 SolverStep = Callable[[Denoiser, int, torch.Tensor], torch.Tensor]
+#: ``trace(x, t, prediction)``: told of every network evaluation of sampling (diagnostics).
+Tracer = Callable[[torch.Tensor, float, torch.Tensor], None]
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -253,6 +259,19 @@ class DiffusionStrategy(ABC):
         dropout, drawn in that order. ``known`` (inpainting): the noisy input holds the known
         values outside the region and the MSE counts region voxels only.
         """
+        return self.training_terms(model, x0, cond, generator, known).per_sample.mean()
+
+    def training_terms(
+        self,
+        model: nn.Module,
+        x0: torch.Tensor,
+        cond: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        known: KnownRegion | None = None,
+    ) -> TrainingTerms:
+        """What :meth:`training_loss` computes, per sample (same arguments and random draws): its
+        scalar is ``per_sample.mean()``; the loss diagnostics and the perceptual term read the
+        rest (:class:`~medgen.diffusion.loss_details.TrainingTerms`)."""
         self._check_inputs(x0.shape, cond)
         noise = randn(x0.shape, generator, x0.device, x0.dtype)
         timesteps = self.sample_timesteps(x0, generator)
@@ -268,7 +287,7 @@ class DiffusionStrategy(ABC):
         weights = self.loss_weights(timesteps)
         if weights is not None:
             loss = loss * weights
-        return loss.mean()
+        return TrainingTerms(loss, x0, x_t, timesteps, pred, target, weights, known)
 
     # --------------------------------------------------------------- sampling
     @abstractmethod
@@ -314,6 +333,7 @@ class DiffusionStrategy(ABC):
         known: KnownRegion | None = None,
         resampling: Resampling | None = None,
         noise: torch.Tensor | None = None,
+        trace: Tracer | None = None,
     ) -> torch.Tensor:
         """Generate samples of ``shape`` ``[B, C, *spatial]`` from noise.
 
@@ -325,7 +345,8 @@ class DiffusionStrategy(ABC):
         ``known`` (inpainting) holds the known values outside its region after every step;
         ``resampling`` adds RePaint's resampling passes (more network evaluations). ``noise``:
         the unit-variance initial noise to start from instead of a draw (e.g. the same noise for
-        every prompt of a comparison).
+        every prompt of a comparison). ``trace(x, t, prediction)`` is called after every network
+        evaluation (the training diagnostics' denoising trajectory).
         """
         self._check_inputs(shape, cond)
         steps = self.num_solver_steps(num_steps)
@@ -355,7 +376,10 @@ class DiffusionStrategy(ABC):
 
         def denoise(x: torch.Tensor, t: float) -> torch.Tensor:
             # Integer timesteps (DDPM) stay int64, continuous ones (flow, σ) become float32.
-            return guided(x, torch.full((shape[0],), t, device=device))
+            out = guided(x, torch.full((shape[0],), t, device=device))
+            if trace is not None:
+                trace(x, t, out)
+            return out
 
         schedule = list((resampling or Resampling()).schedule(len(timesteps)))
         for kind, i, j in tqdm(schedule, disable=not progress, desc=f"{self.sampler} sampling"):

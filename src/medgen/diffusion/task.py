@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medgen.diffusion.base import DiffusionStrategy, build_strategy, model_device
+from medgen.diffusion.base import DiffusionStrategy, Tracer, build_strategy, model_device
 from medgen.diffusion.known_region import KnownRegion, Resampling
+from medgen.diffusion.loss_details import assemble_loss
 from medgen.diffusion.modes import DiffusionMode, build_mode
 from medgen.diffusion.spaces import DiffusionSpace, PixelSpace, build_space
 from medgen.models import build_backbone
@@ -44,6 +45,10 @@ class DiffusionTask:
         self.strategy = strategy
         self.mode = mode
         self.space = space if space is not None else PixelSpace()
+        #: ``loss = mse + weight · perceptual`` when set (`medgen.diffusion.perceptual`)
+        self.perceptual = None
+        #: called with each loss's `LossDetails` (`medgen.diffusion.diagnostics`)
+        self.loss_observers: list = []
         if getattr(strategy, "clip_sample", False) and not self.space.bounded:
             raise ValueError(
                 f"{strategy.name}: clip_sample=True clips predicted x0 to [-1, 1], which is wrong in "
@@ -123,11 +128,13 @@ class DiffusionTask:
     def loss(
         self, model: nn.Module, batch: Mapping[str, Any], generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """Scalar training loss for a data batch (engine ``loss_fn(model, batch)``)."""
+        """Scalar training loss for a data batch (engine ``loss_fn(model, batch)``): the
+        strategy's, plus the perceptual term when set (`medgen.diffusion.loss_details`)."""
         device = model_device(model)
         z0 = self.space.prepare_target(self.mode, batch, device)
         cond, known = self._condition(batch, device, tuple(z0.shape[2:]))
-        return self.strategy.training_loss(model, z0, cond, generator=generator, known=known)
+        terms = self.strategy.training_terms(model, z0, cond, generator=generator, known=known)
+        return assemble_loss(self, terms, batch, cond, known)
 
     @torch.no_grad()
     def inpaint(
@@ -140,6 +147,7 @@ class DiffusionTask:
         resampling: Resampling | None = None,
         progress: bool = False,
         decode: bool = True,
+        trace: Tracer | None = None,
     ) -> torch.Tensor:
         """Fill the region of an inpainting batch (no ground truth needed): the sample holds the
         known image's space coordinates outside the region at every step. Returns data space
@@ -157,6 +165,7 @@ class DiffusionTask:
             progress=progress,
             known=known,
             resampling=resampling,
+            trace=trace,
         )
         return self.space.decode(z) if decode else z
 
@@ -176,6 +185,7 @@ class DiffusionTask:
         progress: bool = False,
         decode: bool = True,
         noise: torch.Tensor | None = None,
+        trace: Tracer | None = None,
     ) -> torch.Tensor:
         """Generate ``[n, target_channels, *spatial_shape]`` samples in data space.
 
@@ -188,8 +198,9 @@ class DiffusionTask:
                 mode int64 class labels ``[n]`` (-1: unconditional sample).
             spatial_shape: data spatial size (default: the mask condition's; required with
                 class labels and for unconditional modes).
-            num_steps, guidance_scale, generator, progress, noise: passed to ``strategy.sample``
-                (``noise`` in space coordinates, ``[n, out_channels, *latent spatial]``).
+            num_steps, guidance_scale, generator, progress, noise, trace: passed to
+                ``strategy.sample`` (``noise`` in space coordinates, ``[n, out_channels, *latent
+                spatial]``).
             decode: return data (default) or space coordinates.
         """
         if self.mode.known_channels:
@@ -230,6 +241,7 @@ class DiffusionTask:
             generator=generator,
             progress=progress,
             noise=noise,
+            trace=trace,
         )
         return self.space.decode(z) if decode else z
 

@@ -20,9 +20,14 @@ import torch
 from medgen.autoencoder.loading import load_autoencoder
 from medgen.datasets import TensorBundle
 from medgen.diffusion import build_task
+from medgen.diffusion.diagnostics import DiffusionDiagnostics
+from medgen.diffusion.perceptual import attach_perceptual
 from medgen.generation.model_bundle import combination_name
 from medgen.generation.slices import SliceDataset
+from medgen.metrics.perceptual_distance import build_perceptual_distance
+from medgen.metrics.sample_scores import SampleScorer
 from medgen.training import JobOutcome, TrainingConfig, TrainingJob, TrainingTask, run_job
+from medgen.training.diagnostics import diffusion_diagnostics
 from medgen.training.ranks import get_local_rank
 from medgen.training.setup import resolve_device
 
@@ -33,10 +38,12 @@ def build_diffusion_task(
     backbone: dict[str, Any],
     seed: int,
     device: str = "auto",
+    perceptual_term: dict[str, Any] | None = None,
 ) -> TrainingTask:
     """The job's factory, run in every worker: the slices, a fresh network seeded with ``seed``
     (the same initial weights on every rank and re-run) and, for a latent space, the frozen
-    autoencoder from ``data["autoencoder"]`` on this rank's device."""
+    autoencoder from ``data["autoencoder"]`` on this rank's device; ``perceptual_term``: the
+    ``training.perceptual`` block (the loss's perceptual term), and the training diagnostics."""
     autoencoder = None
     if "autoencoder" in data:
         autoencoder = load_autoencoder(
@@ -45,7 +52,10 @@ def build_diffusion_task(
     task = build_task(task_config, autoencoder)
     torch.manual_seed(seed)
     model = task.build_model(backbone)
-    return TrainingTask(model=model, loss_fn=task.loss, train_data=SliceDataset(data["slices"]))
+    attach_perceptual(task, perceptual_term, build_perceptual_distance)
+    slices = SliceDataset(data["slices"])
+    diagnostics = diffusion_diagnostics(DiffusionDiagnostics(task, slices), SampleScorer())
+    return TrainingTask(model=model, loss_fn=task.loss, train_data=slices, callbacks=diagnostics)
 
 
 def train_diffusion_model(

@@ -24,11 +24,16 @@ from torch.utils.data import Dataset
 from medgen.autoencoder.loading import load_autoencoder
 from medgen.datasets import TensorBundle
 from medgen.diffusion import DiffusionTask, build_task
+from medgen.diffusion.diagnostics import DiffusionDiagnostics
+from medgen.diffusion.perceptual import attach_perceptual
 from medgen.inpainting.params import CONDITIONINGS, DiffusionParams
 from medgen.inpainting.scoring import score_case
 from medgen.inpainting.unet_baseline import composite
+from medgen.metrics.perceptual_distance import build_perceptual_distance
+from medgen.metrics.sample_scores import SampleScorer
 from medgen.training import JobOutcome, TrainingConfig, TrainingJob, TrainingTask, run_job
 from medgen.training.checkpoint import load_checkpoint
+from medgen.training.diagnostics import diffusion_diagnostics
 from medgen.training.ranks import get_local_rank
 from medgen.training.results import TrainingResult, ema_module_state
 from medgen.training.setup import resolve_device
@@ -141,13 +146,18 @@ def build_inpainting_task(
     validation_steps: int,
     seed: int,
     device: str = "auto",
+    perceptual_term: dict[str, Any] | None = None,
 ) -> TrainingTask:
-    """The job's factory, run in every worker: the train latents, a fresh seeded network, and a
-    validation that decodes with the frozen autoencoder ``data["autoencoder"]``."""
+    """The job's factory, run in every worker: the train latents, a fresh seeded network, a
+    validation that decodes with the frozen autoencoder ``data["autoencoder"]``, the
+    ``training.perceptual`` term and the training diagnostics (on the val cases)."""
     autoencoder = load_autoencoder(data["autoencoder"], resolve_device(device, get_local_rank()))
     task = build_task(task_config, autoencoder)
     torch.manual_seed(seed)
     model = task.build_model(backbone)
+    attach_perceptual(task, perceptual_term, build_perceptual_distance)
+    val_items = InpaintingLatents(data["val"], {"honest": 1})
+    source = DiffusionDiagnostics(task, val_items, split="val")
     return TrainingTask(
         model=model,
         loss_fn=task.loss,
@@ -155,6 +165,7 @@ def build_inpainting_task(
         val_fn=validation_fn(
             task, data["val"], data["val_cases"], num_steps=validation_steps, seed=seed
         ),
+        callbacks=diffusion_diagnostics(source, SampleScorer()),
     )
 
 

@@ -20,8 +20,13 @@ from torch.utils.data import Dataset
 from medgen.autoencoder.loading import load_autoencoder
 from medgen.datasets import TensorBundle
 from medgen.diffusion import DiffusionTask, build_task
+from medgen.diffusion.diagnostics import DiffusionDiagnostics
+from medgen.diffusion.perceptual import attach_perceptual
+from medgen.metrics.perceptual_distance import build_perceptual_distance
+from medgen.metrics.sample_scores import SampleScorer
 from medgen.text2image.network import TextConditionedUNet, build_text_conditioned_unet
 from medgen.training import JobOutcome, TrainingConfig, TrainingJob, TrainingTask, run_job
+from medgen.training.diagnostics import diffusion_diagnostics
 
 
 class PromptedImages(Dataset):
@@ -55,6 +60,7 @@ def build_text2image_task(
     network: dict[str, Any],
     tokenizer_info: dict[str, int],
     seed: int,
+    perceptual_term: dict[str, Any] | None = None,
 ) -> TrainingTask:
     """The job's factory, run in every worker: the prompted images, a fresh seeded network (or
     the weights ``data["init"]`` to fine-tune) and, for a latent space, the frozen 2D
@@ -65,7 +71,12 @@ def build_text2image_task(
     model = build_network(task, network, tokenizer_info)
     if "init" in data:
         model.load_state_dict(data["init"].tensors)
-    return TrainingTask(model=model, loss_fn=task.loss, train_data=PromptedImages(data["train"]))
+    attach_perceptual(task, perceptual_term, build_perceptual_distance)  # training.perceptual
+    train_data = PromptedImages(data["train"])
+    diagnostics = diffusion_diagnostics(DiffusionDiagnostics(task, train_data), SampleScorer())
+    return TrainingTask(
+        model=model, loss_fn=task.loss, train_data=train_data, callbacks=diagnostics
+    )
 
 
 def train_text2image(

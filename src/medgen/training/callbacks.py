@@ -4,7 +4,8 @@ The engine calls callbacks on rank 0 only. Records are plain dicts:
 
 * ``{"kind": "step", "step", "epoch", "loss", "lr"}`` every ``log_every`` steps
   (loss = mean over the steps since the previous record, lr = lr of the last step),
-* ``{"kind": "epoch", "step", "epoch", "loss"}`` when an epoch completes,
+* ``{"kind": "epoch", "step", "epoch", "loss"}`` when an epoch completes (the loss diagnostics
+  add their per-epoch values to it: `medgen.training.loss_diagnostics`),
 * ``{"kind": "val", "step", "epoch", <metric>: value, ...}`` after validation.
 
 mlflow and matplotlib are imported lazily: a CPU worker should not pay seconds of
@@ -92,7 +93,8 @@ class MlflowCallback(Callback):
         mlflow = active_mlflow()
         if mlflow is None or not self.log_params:
             return
-        params = {f"{self.prefix}.{k}": v for k, v in trainer.config.to_dict().items()}
+        # nested blocks (logging, perceptual, augmentation) as one param per leaf
+        params = {f"{self.prefix}.{k}": v for k, v in _flatten(trainer.config.to_dict()).items()}
         params[f"{self.prefix}.world_size"] = trainer.world_size
         run = mlflow.active_run()
         # A resumed run re-attaches to the same MLflow run: params are already there
@@ -169,6 +171,16 @@ class LossComponentsLogger(Callback):
             mlflow.log_metrics(
                 {f"{self.prefix}/{k}": v for k, v in means.items()}, step=record["step"]
             )
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def save_loss_curve(history: Sequence[dict[str, Any]], path: str | Path) -> Path:

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from medgen.config import config_to_dict, refuse_unknown_keys
+from medgen.training.augmentation import AugmentationConfig
+from medgen.training.diagnostics_config import LoggingConfig
 from medgen.training.errors import ConfigError
+from medgen.training.perceptual_config import PerceptualTermConfig
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 MODES = ("min", "max")
@@ -52,6 +55,11 @@ class TrainingConfig:
             written at the end when a checkpoint directory is given).
         keep_every (None): additionally keep `step_XXXXXXXX.pt` every N steps.
         seed (0), progress (True), device ("auto": cuda:<local rank> if available).
+        logging: the training diagnostics (`diagnostics_config.LoggingConfig`).
+    Loss and data aids:
+        perceptual: the perceptual term of a diffusion loss (`perceptual_config`; off).
+        augmentation: on-the-fly MONAI augmentation (`augmentation.AugmentationConfig`; off).
+        overfit_batches (None): train on this many fixed batches (debugging a model and loss).
     """
 
     max_steps: int = 1000
@@ -86,12 +94,23 @@ class TrainingConfig:
     seed: int = 0
     progress: bool = True
     device: str = "auto"
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    perceptual: PerceptualTermConfig = field(default_factory=PerceptualTermConfig)
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+    overfit_batches: int | None = None
 
     def __post_init__(self) -> None:
         # YAML gives lists; store a tuple so the config stays hashable-ish and equal
         # to itself after a to_dict()/from_dict() round trip.
         if isinstance(self.betas, list):
             object.__setattr__(self, "betas", tuple(self.betas))
+        for key, block in _BLOCKS.items():  # nested blocks arrive as dicts from YAML
+            value = getattr(self, key)
+            if value is None or isinstance(value, Mapping):
+                object.__setattr__(self, key, block.from_params(value))
+            elif not isinstance(value, block):
+                raise ConfigError(f"training parameter {key} must be a mapping, got {value!r}")
         _validate(self)
 
     @classmethod
@@ -104,6 +123,13 @@ class TrainingConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-friendly dict (lists, not tuples) that `from_dict` accepts."""
         return config_to_dict(self)
+
+
+_BLOCKS = {
+    "logging": LoggingConfig,
+    "perceptual": PerceptualTermConfig,
+    "augmentation": AugmentationConfig,
+}
 
 
 def _validate(c: TrainingConfig) -> None:
@@ -119,7 +145,13 @@ def _validate(c: TrainingConfig) -> None:
     for key in ("max_steps", "batch_size", "accum_steps", "log_every"):
         if not is_int(getattr(c, key)) or getattr(c, key) < 1:
             fail(key, "must be an integer >= 1")
-    for key in ("val_every", "checkpoint_every", "keep_every", "early_stopping_patience"):
+    for key in (
+        "val_every",
+        "checkpoint_every",
+        "keep_every",
+        "early_stopping_patience",
+        "overfit_batches",
+    ):
         v = getattr(c, key)
         if v is not None and (not is_int(v) or v < 1):
             fail(key, "must be None or an integer >= 1")
@@ -162,6 +194,8 @@ def _validate(c: TrainingConfig) -> None:
         fail("early_stopping_metric", "needs val_every (validation never runs otherwise)")
     if c.early_stopping_patience is not None and c.early_stopping_metric is None:
         fail("early_stopping_patience", "needs early_stopping_metric")
+    if c.overfit_batches is not None and c.augmentation.enabled:
+        fail("overfit_batches", "trains on fixed batches: switch augmentation off")
     if not isinstance(c.device, str) or not (
         c.device in ("auto", "cpu", "cuda") or c.device.startswith("cuda:")
     ):

@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from medgen.runtime import flush_denormals
 from medgen.training import ranks
+from medgen.training.augmentation import training_data
 from medgen.training.callbacks import Callback, ProgressBar
 from medgen.training.checkpoint import (
     BEST,
@@ -121,11 +122,13 @@ class Trainer:
             self.device.type, enabled=self.autocast_dtype == torch.float16
         )
 
+        # augmentation or overfit_batches' fixed items (always in order: the same batches)
+        train_data = self.train_data = training_data(train_data, config, self.world_size)
         self.sampler = ResumableSampler(
             train_data,
             num_replicas=self.world_size,
             rank=self.rank,
-            shuffle=config.shuffle,
+            shuffle=config.shuffle and config.overfit_batches is None,
             seed=config.seed,
             drop_last=config.drop_last,
         )
@@ -165,6 +168,10 @@ class Trainer:
         self._epoch_window = [0.0, 0]
         self.latest_checkpoint: Path | None = None
         self.best_checkpoint: Path | None = None
+        # the last step's gradient norm before clipping (a device tensor: read it lazily);
+        # without clipping it is computed only when a diagnostic asks (track_grad_norm)
+        self.grad_norm: torch.Tensor | None = None
+        self.track_grad_norm = False
 
     # ------------------------------------------------------------------ data
     @property
@@ -207,7 +214,13 @@ class Trainer:
             raise NonFiniteLossError(self.step + 1, loss_value, self.latest_checkpoint)
         if self.config.max_grad_norm is not None:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+            self.grad_norm = torch.nn.utils.clip_grad_norm_(
+                self.model.parameters(), self.config.max_grad_norm
+            )
+        elif self.track_grad_norm:
+            self.scaler.unscale_(self.optimizer)
+            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+            self.grad_norm = torch.nn.utils.get_total_norm(grads)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)

@@ -39,6 +39,7 @@ Adding a model is writing its factory (docs/architecture.md, "Add a training job
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -53,6 +54,7 @@ from medgen.runtime import torch_threads
 from medgen.training.callbacks import MlflowCallback
 from medgen.training.checkpoint import LATEST, load_checkpoint, prepare_checkpoint_dir
 from medgen.training.config import TrainingConfig
+from medgen.training.diagnostics import engine_diagnostics
 from medgen.training.distributed import (
     JobSpec,
     Resources,
@@ -78,7 +80,14 @@ BOOKKEEPING_KEYS = (
     "keep_every",
     "device",
     "num_workers",
+    "logging",
 )
+#: Training options added after checkpoints existed: left out of the identity while at their
+#: defaults (off), so a checkpoint written before they existed still belongs to its job.
+OMITTED_AT_DEFAULT = ("perceptual", "augmentation", "overfit_batches")
+#: The factory keyword through which a job's factory receives ``training.perceptual`` (not
+#: ``perceptual``: the autoencoder factories already take their own loss's block by that name).
+PERCEPTUAL_KWARG = "perceptual_term"
 INPUTS_DIR = "inputs"
 WORKER_LOGS_DIR = "worker_logs"
 
@@ -140,6 +149,11 @@ class TrainingJob:
                 raise ConfigError(
                     f"job {self.name!r}: {section} must be JSON values: {exc}"
                 ) from exc
+        if self.config.perceptual.enabled and not takes_perceptual(self.factory):
+            raise ConfigError(
+                f"job {self.name!r}: training.perceptual.weight is set but the factory "
+                f"{self.factory_reference} has no perceptual term (diffusion jobs have one)"
+            )
 
     @property
     def factory_reference(self) -> str:
@@ -147,7 +161,12 @@ class TrainingJob:
 
     def fingerprint(self) -> dict[str, Any]:
         """What the checkpoints depend on, as written (JSON-normalised) to ``job.json``."""
-        learned = {k: v for k, v in self.config.to_dict().items() if k not in BOOKKEEPING_KEYS}
+        defaults = TrainingConfig().to_dict()
+        learned = {
+            k: v
+            for k, v in self.config.to_dict().items()
+            if k not in BOOKKEEPING_KEYS and not (k in OMITTED_AT_DEFAULT and v == defaults[k])
+        }
         return {
             "factory": self.factory_reference,
             "options": dict(self.options),
@@ -218,16 +237,23 @@ def train_worker(spec: JobSpec) -> TrainingResult:
     """What every rank runs: load the staged data, build the task with the factory, train.
 
     Rank 0 logs into the MLflow run the spec names (the node's kedro-mlflow run), with an
-    `MlflowCallback` under the job's name unless the factory returned its own.
+    `MlflowCallback` under the job's name unless the factory returned its own, and the
+    diagnostics every job has (`medgen.training.diagnostics.engine_diagnostics`). A factory
+    with a ``perceptual_term`` keyword receives the ``training.perceptual`` block through it.
     """
     from medgen.datasets import TensorDataset  # here: workers need it, the engine does not
 
+    config = TrainingConfig.from_dict(spec.config)
     with torch_threads(spec.torch_threads):
         data = {name: TensorDataset(filepath=path).load() for name, path in spec.data.items()}
-        task = resolve_factory(spec.factory)(data, **spec.factory_kwargs)
+        factory = resolve_factory(spec.factory)
+        kwargs = dict(spec.factory_kwargs)
+        if takes_perceptual(factory):
+            kwargs[PERCEPTUAL_KWARG] = config.perceptual.to_dict()
+        task = factory(data, **kwargs)
         if not isinstance(task, TrainingTask):
             raise TypeError(f"{spec.factory} returned {type(task).__name__}, not a TrainingTask")
-        callbacks = list(task.callbacks)
+        callbacks = [*task.callbacks, *engine_diagnostics()]
         run = contextlib.nullcontext()
         if spec.mlflow_run_id is not None and is_main_process():
             run = _mlflow_run(spec)
@@ -238,12 +264,17 @@ def train_worker(spec: JobSpec) -> TrainingResult:
                 task.model,
                 task.loss_fn,
                 task.train_data,
-                TrainingConfig.from_dict(spec.config),
+                config,
                 val_fn=task.val_fn,
                 checkpoint_dir=spec.checkpoint_dir,
                 resume=spec.resume,
                 callbacks=callbacks,
             )
+
+
+def takes_perceptual(factory: Factory) -> bool:
+    """Whether ``factory`` has a ``perceptual_term`` keyword (a loss with a perceptual term)."""
+    return PERCEPTUAL_KWARG in inspect.signature(factory).parameters
 
 
 def threads_per_worker(resources: Resources, requested: int | None) -> int | None:
