@@ -1,11 +1,21 @@
-"""Kedro project settings: OmegaConfigLoader over conf/, run-clock hooks."""
+"""Kedro project settings: OmegaConfigLoader over conf/, run-clock and provenance hooks."""
 
 from kedro.config import OmegaConfigLoader
 from omegaconf.resolvers import oc
 
-from medgen.hooks import RunClockHooks
+from medgen.hooks import ProvenanceHooks, RunClockHooks
+from medgen.hooks.environment import DataRootHooks, TrackingCredentialsHooks
+from medgen.hooks.quiet import silence_known_notices
 
-HOOKS = (RunClockHooks(),)
+# ProvenanceHooks records git state, parameters, data fingerprints, package versions and
+# the run's models and reports in kedro-mlflow's run (medgen.hooks.provenance).
+# DataRootHooks: a run refuses a data root another environment claimed;
+# TrackingCredentialsHooks: a remote MLflow URI may come from credentials.yml
+# (medgen.hooks.environment).
+HOOKS = (RunClockHooks(), ProvenanceHooks(), DataRootHooks(), TrackingCredentialsHooks())
+
+# library notices that are no problem of the run (medgen.hooks.quiet says why each)
+silence_known_notices()
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -20,13 +20,16 @@ TINY_PARAMS = {
         "lesion_head": True,
     },
     "scoring": {
+        "reference_splits": ["val", "test"],
         "reference_slices": "all",
         "expected_sources": ["latent_diffusion", "inpainting"],
         "max_generated": 16,
+        "floors": {"min_patients_per_half": 1},
         "fid": {
             "backbones": ["in_domain", "inception_v3"],
             "on_missing_weights": "report",
             "batch_size": 32,
+            "covariance": "auto",
         },
         "lpips": {"net": "alex", "pretrained_backbone": False, "max_pairs": 8},
         "ms_ssim": {"max_pairs": 8},

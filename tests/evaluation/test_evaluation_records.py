@@ -13,7 +13,9 @@ def test_feature_network_round_trips_through_safetensors(tmp_path, feature_netwo
     path = tmp_path / "in_domain_backbone.safetensors"
     TensorDataset(filepath=str(path)).save(feature_network)
     loaded = TensorDataset(filepath=str(path)).load()
-    assert loaded.metadata["provenance"] == "trained on the real training split"
+    expected = "trained on slices_2d_train (the real training split), 48 images, 3 steps"
+    assert loaded.metadata["provenance"] == expected
+    assert feature_network_from_bundle(loaded).provenance == expected  # kept in the config
     assert loaded.metadata["train_slices"] == 12
     x = real_slices(4)["images"][:, :1]
     with torch.no_grad():

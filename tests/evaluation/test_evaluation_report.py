@@ -50,3 +50,50 @@ def test_loss_curves_come_from_training_reports(metrics, samples):
         training_reports={"ddpm_bravo": lambda: {"combination": "ddpm_bravo", "history": history}},
     )
     assert "no loss history" not in page and "latent_diffusion training loss" in page
+
+
+def test_table_rows_give_n_d_patients_per_half_and_why_there_is_no_floor():
+    from medgen.evaluation.report import record_row
+
+    split = {"by": "group (patient-disjoint halves)", "groups_total": 2, "groups_a": 1}
+    record = {
+        "metric": "fid",
+        "status": "ok",
+        "value": 0.3,
+        "floor": None,
+        "backbone": "in_domain (trained on x)",
+        "mode": "native",
+        "n_real": 4,
+        "n_generated": 4,
+        "details": {
+            "no_floor": "2 patients: halves of 1 and 1",
+            "feature_dim": 16,
+            "covariance": "ledoit_wolf shrinkage (n=4 <= d=16: sample singular)",
+            "real_split": {**split, "groups_b": 1},
+        },
+    }
+    assert record_row(record) == [
+        "fid",
+        "in_domain (trained on x)",
+        0.3,
+        "no floor: 2 patients: halves of 1 and 1",
+        "4 / 4",
+        16,
+        "1 + 1",
+        "native; covariance ledoit_wolf shrinkage (n=4 <= d=16: sample singular)",
+        "ok",
+    ]
+    failed = {**record, "status": "failed", "value": None, "details": {"message": "E: boom"}}
+    assert record_row(failed)[3:] == [None, "", "", "", "native", "failed: E: boom"]
+
+
+def test_report_lists_failures_first_and_never_prints_nan(metrics, samples):
+    from medgen.evaluation.report import inpainting_section
+
+    broken = {**metrics, "failures": ["latent_diffusion/ddpm_bravo: fid (in_domain): E: NaN in"]}
+    page = _report(broken, samples)
+    assert page.index("1 metric(s) failed") < page.index("<h2>Feature networks</h2>")
+    stat = {"mean": float("nan"), "sd": float("inf"), "median": 0.5}
+    row = {"ssim": stat, "psnr": stat, "mse": stat, "n_cases": 1, "n_patients": 1}
+    section = inpainting_section({"table": {"diffusion": row}, "headline": {}})
+    assert "n/a ± n/a (0.5000)" in section and "nan" not in section.lower()

@@ -14,6 +14,8 @@ from medgen.metrics.backbones import build_backbone
 from medgen.metrics.errors import MissingWeightsError
 from medgen.metrics.fid import extract_features
 from medgen.metrics.in_domain import (
+    UNTRAINED,
+    InDomainEncoder,
     in_domain_checkpoint,
     load_in_domain_backbone,
     train_in_domain_backbone,
@@ -127,10 +129,22 @@ def test_in_domain_training_learns_and_round_trips_through_a_checkpoint(tmp_path
     torch.save(in_domain_checkpoint(encoder), path)
     reloaded = build_backbone("in_domain", in_domain=path)
     original = build_backbone("in_domain", in_domain=encoder)
-    assert reloaded.name == "in_domain (trained on the real training split)"
+    # 96 single-channel slices, 6 epochs of ceil(96 / 32) = 3 steps: recorded by the training
+    expected = "in_domain (trained on real training images, 96 images, 18 steps)"
+    assert reloaded.name == original.name == expected
     np.testing.assert_allclose(
         extract_features(images[:8], reloaded), extract_features(images[:8], original), rtol=1e-6
     )
     assert load_in_domain_backbone(in_domain_checkpoint(encoder)).config == encoder.config
     with pytest.raises(FileNotFoundError, match="train_in_domain_backbone"):
         load_in_domain_backbone(tmp_path / "absent.pt")
+
+
+def test_an_untrained_encoder_is_labelled_so_and_never_as_trained():
+    encoder = InDomainEncoder(feature_dim=8, width=4, input_size=32)
+    assert encoder.provenance == UNTRAINED
+    assert build_backbone("in_domain", in_domain=encoder).name == f"in_domain ({UNTRAINED})"
+    # a checkpoint saved before provenance was recorded does not claim any training
+    old = in_domain_checkpoint(encoder)
+    del old["config"]["provenance"]
+    assert load_in_domain_backbone(old).provenance == "not recorded in this checkpoint"

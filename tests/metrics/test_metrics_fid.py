@@ -9,8 +9,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from medgen.metrics import fid as fid_module
+from medgen.metrics import frechet as frechet_module
 from medgen.metrics.backbones import custom_backbone, in_domain_backbone
+from medgen.metrics.errors import MetricNotApplicable, NonFiniteInputError
 from medgen.metrics.fid import (
     PLANES,
     compute_fid,
@@ -18,10 +19,12 @@ from medgen.metrics.fid import (
     compute_fid_folders,
     extract_features,
     fid_2p5d_with_floor,
+    fid_from_channel_features,
     fid_with_floor,
     frechet_distance,
     plane_slices,
 )
+from medgen.metrics.frechet import resolve_covariance
 from medgen.metrics.images import to_uint8_hwc
 from medgen.metrics.in_domain import InDomainEncoder
 
@@ -61,10 +64,68 @@ def test_frechet_distance_scipy_118_compat_shim_gives_same_value(monkeypatch):
     rng = np.random.default_rng(1)
     a, b = rng.normal(size=(200, 6)), rng.normal(size=(200, 6)) + 0.3
     expected = frechet_distance(a, b)
-    original = fid_module.cleanfid_fid.linalg
-    monkeypatch.setattr(fid_module, "_scipy_sqrtm_has_disp", lambda: False)
+    original = frechet_module.cleanfid_fid.linalg
+    monkeypatch.setattr(frechet_module, "_scipy_sqrtm_has_disp", lambda: False)
     assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-10)
-    assert fid_module.cleanfid_fid.linalg is original  # restored after use
+    assert frechet_module.cleanfid_fid.linalg is original  # restored after use
+
+
+def textbook_ledoit_wolf(x: np.ndarray) -> np.ndarray:
+    """Ledoit & Wolf (2004), Lemma 3.2-3.4: S = X'X / n of the centred data, m = tr(S) / p,
+    d2 = ||S - mI||^2 / p, b2 = min(mean_k ||x_k x_k' - S||^2 / (n p), d2);
+    shrunk = (b2 / d2) m I + (1 - b2 / d2) S (Frobenius norms)."""
+    x = x - x.mean(axis=0)
+    n, p = x.shape
+    s = x.T @ x / n
+    m = np.trace(s) / p
+    d2 = np.sum((s - m * np.eye(p)) ** 2) / p
+    b2 = min(sum(np.sum((np.outer(v, v) - s) ** 2) for v in x) / n**2 / p, d2)
+    return b2 / d2 * m * np.eye(p) + (1 - b2 / d2) * s
+
+
+def test_ledoit_wolf_frechet_distance_matches_a_textbook_implementation():
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(12, 20)) @ rng.normal(size=(20, 20))  # n = 12 <= d = 20
+    b = rng.normal(size=(15, 20)) + 0.4
+    s_a, s_b = textbook_ledoit_wolf(a), textbook_ledoit_wolf(b)
+    root = scipy.linalg.sqrtm(s_a @ s_b)
+    expected = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(s_a + s_b - 2 * np.real(root))
+    assert frechet_distance(a, b, "ledoit_wolf") == pytest.approx(expected, rel=1e-8)
+    assert frechet_distance(a, b) == frechet_distance(a, b, "ledoit_wolf")  # auto: n <= d
+    with pytest.raises(MetricNotApplicable, match="n=12 samples of d=20 features is singular"):
+        frechet_distance(a, b, "sample")
+    big_a, big_b = rng.normal(size=(40, 20)), rng.normal(size=(40, 20))
+    assert frechet_distance(big_a, big_b) == frechet_distance(big_a, big_b, "sample")  # n > d
+
+
+def test_covariance_choice_is_named_with_n_and_d():
+    assert resolve_covariance("auto", 21, 20) == "sample"
+    assert resolve_covariance("auto", 20, 20) == "ledoit_wolf"
+    with pytest.raises(ValueError, match="covariance must be one of"):
+        resolve_covariance("oas", 30, 20)
+    rng = np.random.default_rng(0)
+    _, details = fid_from_channel_features(
+        rng.normal(size=(10, 1, 16)), rng.normal(size=(9, 1, 16))
+    )
+    assert details["n_per_set"] == 9 and details["feature_dim"] == 16
+    assert details["covariance"] == "ledoit_wolf shrinkage (n=9 <= d=16: sample singular)"
+    _, details = fid_from_channel_features(rng.normal(size=(30, 1, 4)), rng.normal(size=(30, 1, 4)))
+    assert details["covariance"] == "sample (n=30 > d=4: full rank)"
+
+
+def test_non_finite_images_and_features_are_refused(slices):
+    images, _ = slices
+    backbone = custom_backbone("test-cnn", small_cnn())
+    broken = images[:10].clone()
+    broken[3] = float("nan")
+    with pytest.raises(NonFiniteInputError, match="images given to the feature network"):
+        extract_features(broken, backbone)
+    features = np.ones((5, 3))
+    features[0, 0] = np.inf
+    with pytest.raises(NonFiniteInputError, match="1 Inf"):
+        frechet_distance(features, np.ones((5, 3)))
+    with pytest.raises(MetricNotApplicable, match="at least 2 samples"):
+        frechet_distance(np.ones((1, 3)), np.ones((5, 3)))
 
 
 def test_array_path_equals_cleanfid_compute_fid_on_png_folders(tmp_path, slices):
@@ -127,7 +188,12 @@ def test_fid_with_floor_uses_half_counts_and_a_small_floor(slices):
     result = fid_with_floor(images, shifted, backbone, seed=3)
     assert result.n_real == result.n_generated == 48
     assert result.details["n_real_total"] == 96
+    assert result.details["covariance"] == "sample (n=48 > d=12: full rank)"
     assert 0 < result.floor < result.value
+    groups = torch.arange(96) // 16  # 6 patients: halves of 3
+    refused = fid_with_floor(images, shifted, backbone, groups=groups, min_groups_per_half=4)
+    assert refused.floor is None and "fewer than the 4 per half" in refused.details["no_floor"]
+    assert refused.n_real == refused.n_generated == 96 and refused.value > 0
 
 
 def test_plane_slices_shapes_and_spacing():

@@ -8,12 +8,13 @@ kind (:mod:`~medgen.evaluation.evaluators`), and write metrics.json records
 (:mod:`~medgen.evaluation.report`).
 """
 
-from medgen.evaluation.context import select_reference
+from medgen.evaluation.context import held_out_reference, select_reference
 from medgen.evaluation.evaluate import build_backbones, evaluate_sources
 from medgen.evaluation.evaluators import SOURCE_KINDS, SourceKind, kind_of
 from medgen.evaluation.networks import feature_network_from_bundle, train_feature_network
 from medgen.evaluation.params import (
     EvaluationParams,
+    FloorParams,
     InDomainBackboneParams,
     ReportParams,
     ScoringParams,
@@ -25,6 +26,7 @@ from medgen.evaluation.sources import GeneratedSource, collect_sources
 __all__ = [
     "SOURCE_KINDS",
     "EvaluationParams",
+    "FloorParams",
     "GeneratedSource",
     "InDomainBackboneParams",
     "ReportParams",
@@ -35,6 +37,7 @@ __all__ = [
     "collect_sources",
     "evaluate_sources",
     "feature_network_from_bundle",
+    "held_out_reference",
     "kind_of",
     "log_to_mlflow",
     "mlflow_metrics",

@@ -1,5 +1,10 @@
 """What every source evaluator shares: real data, FID backbones, LPIPS, segmenters.
 
+The real reference is the held-out splits together (``scoring.reference_splits``, default
+val + test: :func:`held_out_reference`), so its floors can split it into two halves of
+several patients each. The generators never train on either split (latent_diffusion reads
+val only to draw real slices beside its sample grids).
+
 Real images are matched to each source: the channels it generated (by modality
 name) and its spatial size. Generated slices may be smaller than the real ones
 (e.g. 32x32 against 64x64); the real reference is then resized to the generated size
@@ -10,6 +15,7 @@ the other way round, so no generated pixel is invented.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +43,48 @@ def real_images(bundle: TensorBundle, names: list[str], size: tuple[int, ...]) -
 def real_masks(bundle: TensorBundle, size: tuple[int, ...]) -> torch.Tensor:
     """Binary lesion masks (seg > 0) of real slices at ``size``."""
     return resize_binary_masks(bundle["seg"], size)
+
+
+def held_out_reference(
+    splits: TensorBundle | Mapping[str, TensorBundle], names: Sequence[str] = ("val", "test")
+) -> TensorBundle:
+    """The named held-out splits' slices as one bundle (a single bundle is returned as is).
+
+    ``subject_index`` is renumbered across splits (each split counts its patients from
+    0), so a patient keeps one label and two patients never share one; ``metadata``
+    records the splits and their slice counts.
+    """
+    if isinstance(splits, TensorBundle):
+        return splits
+    missing = [name for name in names if name not in splits]
+    if missing:
+        raise KeyError(f"reference splits {missing} not given (have {sorted(splits)})")
+    bundles = [splits[name] for name in names]
+    keys = set(bundles[0].tensors)
+    for name, bundle in zip(names, bundles, strict=True):
+        if set(bundle.tensors) != keys:
+            raise ValueError(
+                f"split {name!r} holds tensors {sorted(bundle.tensors)}, "
+                f"{names[0]!r} holds {sorted(keys)}: they cannot form one reference"
+            )
+    tensors = {key: torch.cat([b[key] for b in bundles]) for key in keys if key != "subject_index"}
+    subjects: list[str] = []
+    if "subject_index" in keys:
+        offset, index = 0, []
+        for bundle in bundles:
+            local = bundle["subject_index"]
+            named = list(bundle.metadata.get("subjects") or [])
+            index.append(local + offset)
+            subjects += named
+            offset += max(len(named), int(local.max()) + 1 if len(local) else 0)
+        tensors["subject_index"] = torch.cat(index)
+    metadata = {
+        **bundles[0].metadata,
+        "split": "+".join(names),
+        "subjects": subjects,
+        "slices_per_split": {name: len(b) for name, b in zip(names, bundles, strict=True)},
+    }
+    return TensorBundle(tensors, metadata)
 
 
 def select_reference(bundle: TensorBundle, which: str = "all") -> TensorBundle:
@@ -105,3 +153,7 @@ class EvaluationContext:
     @property
     def max_generated(self) -> int | None:
         return self.params.max_generated
+
+    @property
+    def min_patients_per_half(self) -> int:
+        return int(self.params.floors.min_patients_per_half)

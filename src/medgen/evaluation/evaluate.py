@@ -8,12 +8,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from medgen.datasets import TensorBundle
-from medgen.evaluation.context import EvaluationContext, select_reference
+from medgen.evaluation.context import EvaluationContext, held_out_reference, select_reference
 from medgen.evaluation.evaluators import kind_of
-from medgen.evaluation.networks import PROVENANCE, feature_network_from_bundle
+from medgen.evaluation.networks import feature_network_from_bundle
 from medgen.evaluation.params import ON_MISSING_WEIGHTS, ScoringParams
 from medgen.evaluation.records import SCHEMA_VERSION
-from medgen.evaluation.sources import collect_sources
+from medgen.evaluation.sources import GeneratedSource, collect_sources
 from medgen.metrics import LPIPSScorer, MissingWeightsError, build_backbone, in_domain_backbone
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ def build_backbones(
     for name in names:
         if name == "in_domain":
             encoder = feature_network_from_bundle(feature_network)
-            backbones[name] = in_domain_backbone(encoder, provenance=PROVENANCE)
+            backbones[name] = in_domain_backbone(encoder)  # named by its training
             continue
         try:
             backbones[name] = build_backbone(name)
@@ -53,9 +53,39 @@ def _describe_backbone(backbone: Any) -> dict[str, Any]:
     return {"status": "ok", "name": backbone.name, "mode": backbone.mode}
 
 
+def _evaluate_source(source: GeneratedSource, ctx: EvaluationContext) -> dict[str, Any]:
+    """One source's metrics.json entry; status ``failed`` (with every failure's reason)
+    when a metric or the evaluator itself failed."""
+    entry = {
+        "source": source.name,
+        "pipeline": source.pipeline,
+        "n_generated": len(source.images),
+        "shape": list(source.images.shape[1:]),
+        "metadata": source.metadata,
+    }
+    kind = kind_of(source)
+    if kind is None:
+        logger.warning("evaluation: no evaluator for %s (shape %s)", source.name, entry["shape"])
+        return {**entry, "status": "no evaluator", "kind": None, "metrics": []}
+    logger.info("evaluation: %s as %s", source.name, kind.name)
+    try:
+        records = kind.evaluate(source, ctx)
+    except Exception as error:  # reported as the source's failure, never hidden
+        logger.error("evaluation: evaluating %s failed: %s", source.name, error, exc_info=True)
+        reason = f"{kind.name} evaluator: {type(error).__name__}: {error}"
+        return {**entry, "status": "failed", "kind": kind.name, "metrics": [], "failures": [reason]}
+    failures = [
+        f"{r['metric']} ({r['backbone']}): {r['details'].get('message', '')}"
+        for r in records
+        if r["status"] == "failed"
+    ]
+    status = "failed" if failures else "evaluated"
+    return {**entry, "status": status, "kind": kind.name, "metrics": records, "failures": failures}
+
+
 def evaluate_sources(
     partitions: Mapping[str, Callable[[], TensorBundle]] | None,
-    reference: TensorBundle,
+    reference: TensorBundle | Mapping[str, TensorBundle],
     train: TensorBundle,
     feature_network: TensorBundle,
     params: ScoringParams | Mapping[str, Any],
@@ -63,14 +93,18 @@ def evaluate_sources(
 ) -> dict[str, Any]:
     """Metrics for every generated source present; absent expected sources are listed as such.
 
+    ``reference``: the held-out split bundles by name (``{"val": ..., "test": ...}``, joined
+    by `held_out_reference` in ``params.reference_splits`` order) or one bundle.
     ``params``: `ScoringParams` (``evaluation.scoring``; a mapping is validated); ``seed``
-    seeds subsets, pair draws, the floors' splits and the segmenter.
+    seeds subsets, pair draws, the floors' splits and the segmenter. The result holds no
+    timings or paths, so the same inputs, configuration and seed give identical content.
     """
     start = time.perf_counter()
     if not isinstance(params, ScoringParams):
         params = ScoringParams.from_params(params)
     which = params.reference_slices
-    reference = select_reference(reference, which)
+    splits = list(params.reference_splits)
+    reference = select_reference(held_out_reference(reference, splits), which)
     ctx = EvaluationContext(
         reference=reference,
         train=train,
@@ -86,44 +120,34 @@ def evaluate_sources(
         seed=seed,
     )
     sources, absent = collect_sources(partitions, params.expected_sources)
-    entries = []
-    for source in sources:
-        entry = {
-            "source": source.name,
-            "pipeline": source.pipeline,
-            "n_generated": len(source.images),
-            "shape": list(source.images.shape[1:]),
-            "metadata": source.metadata,
-        }
-        kind = kind_of(source)
-        if kind is None:
-            logger.warning(
-                "evaluation: no evaluator for %s (shape %s)", source.name, entry["shape"]
-            )
-            entries.append({**entry, "status": "no evaluator", "kind": None, "metrics": []})
-            continue
-        logger.info("evaluation: %s as %s", source.name, kind.name)
-        entries.append(
-            {
-                **entry,
-                "status": "evaluated",
-                "kind": kind.name,
-                "metrics": kind.evaluate(source, ctx),
-            }
-        )
+    entries = [_evaluate_source(source, ctx) for source in sources]
+    failures = [f"{e['source']}: {reason}" for e in entries for reason in e.get("failures", [])]
     network = feature_network.metadata
+    logger.info("evaluation: %d sources in %.1f s", len(entries), time.perf_counter() - start)
     return {
         "schema_version": SCHEMA_VERSION,
-        "reference": {
-            "dataset": "slices_2d_test (real held-out split)",
-            "slices": which,
-            "n_slices": len(reference),
-            "resize": "real slices resized to each source's size (antialiased bilinear; masks: area, >0.5)",
-        },
+        "status": "failed" if failures else "ok",
+        "failures": failures,
+        "reference": describe_reference(reference, splits, which, params),
         "backbones": {name: _describe_backbone(b) for name, b in ctx.backbones.items()},
         "feature_network": {k: v for k, v in network.items() if k != "history"}
         | {"final_losses": {k: v[-1] for k, v in network.get("history", {}).items() if v}},
         "lpips": {"backbone": ctx.lpips.name},
         "sources": entries + absent,
-        "seconds": round(time.perf_counter() - start, 2),
+    }
+
+
+def describe_reference(
+    reference: TensorBundle, splits: list[str], which: str, params: ScoringParams
+) -> dict[str, Any]:
+    """metrics.json's account of the real reference: splits, slices, patients."""
+    groups = reference.tensors.get("subject_index")
+    return {
+        "dataset": " + ".join(f"slices_2d_{s}" for s in splits) + " (real held-out splits)",
+        "splits": splits,
+        "slices": which,
+        "n_slices": len(reference),
+        "n_patients": None if groups is None else int(groups.unique().numel()),
+        "min_patients_per_half": int(params.floors.min_patients_per_half),
+        "resize": "real slices resized to each source's size (antialiased bilinear; masks: area, >0.5)",
     }

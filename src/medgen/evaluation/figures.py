@@ -47,17 +47,22 @@ def comparison_rows(
 
 
 def metric_bars(records: Sequence[Mapping[str, Any]], title: str) -> bytes | None:
-    """One small panel per ok metric: generated value beside its real floor."""
+    """One small panel per ok metric: generated value beside its real floor (or the words
+    "no floor" where none was measured)."""
     ok = [r for r in records if r["status"] == "ok" and isinstance(r["value"], int | float)]
     if not ok:
         return None
     figure = new_figure(figsize=(2.4 * len(ok), 2.6))
     axes = figure.subplots(1, len(ok), squeeze=False)
     for axis, record in zip(axes[0], ok, strict=True):
-        floor = record["floor"] if isinstance(record["floor"], int | float) else 0.0
-        axis.bar(
-            ["generated", "real floor"], [record["value"], floor], color=["tab:blue", "tab:gray"]
-        )
+        if isinstance(record["floor"], int | float):
+            axis.bar(
+                ["generated", "real floor"],
+                [record["value"], record["floor"]],
+                color=["tab:blue", "tab:gray"],
+            )
+        else:  # no floor measured: no bar that would read as a floor of 0
+            axis.bar(["generated", "no floor"], [record["value"], 0.0], color=["tab:blue", "w"])
         axis.set_title(f"{record['metric']}\n{record['backbone'].split(' ')[0]}", fontsize=8)
         axis.tick_params(labelsize=7)
     figure.suptitle(title, fontsize=9, y=1.08)

@@ -4,8 +4,9 @@
       seed                 EvaluationParams.seed: subsets, floors' splits, network training
       in_domain_backbone   InDomainBackboneParams: the offline FID encoder
       scoring              ScoringParams: what evaluate_generated_sources measures
-        reference_slices, expected_sources, max_generated,
-        fid (FidParams), lpips (LpipsParams), ms_ssim (MsSsimParams), fidelity (FidelityParams)
+        reference_splits, reference_slices, expected_sources, max_generated, floors
+        (FloorParams), fid (FidParams), lpips (LpipsParams), ms_ssim (MsSsimParams),
+        fidelity (FidelityParams)
       report               ReportParams: report.html
 
 Each node receives the sub-block it uses. Every key is required (its value lives in
@@ -22,6 +23,8 @@ from medgen.config import config_tree_from_params
 from medgen.generation.slices import SLICE_SELECTIONS
 
 ON_MISSING_WEIGHTS = ("report", "fail")
+REFERENCE_SPLITS = ("val", "test")
+COVARIANCE_ESTIMATORS = ("auto", "sample", "ledoit_wolf")
 
 
 @dataclass(frozen=True)
@@ -48,14 +51,26 @@ class InDomainBackboneParams:
 
 
 @dataclass(frozen=True)
+class FloorParams:
+    """``scoring.floors``: ``min_patients_per_half``, the patients each patient-disjoint
+    real half must hold before a two-sample floor (FID) is given; with fewer the record
+    says why there is no floor (`medgen.metrics.floors`)."""
+
+    min_patients_per_half: int
+
+
+@dataclass(frozen=True)
 class FidParams:
     """``scoring.fid``: ``backbones`` to score with (``in_domain``, ``inception_v3``,
     ``radimagenet_resnet50``), ``on_missing_weights`` (``report``: the message goes into the
-    report; ``fail``: stop), ``batch_size`` images per feature batch."""
+    report; ``fail``: stop), ``batch_size`` images per feature batch, ``covariance``
+    (``auto``: the sample covariance where n > d, Ledoit-Wolf shrinkage otherwise;
+    ``sample``; ``ledoit_wolf``: `medgen.metrics.frechet.resolve_covariance`)."""
 
     backbones: tuple[str, ...]
     on_missing_weights: str
     batch_size: int
+    covariance: str
 
 
 @dataclass(frozen=True)
@@ -104,15 +119,20 @@ class FidelityParams:
 class ScoringParams:
     """``evaluation.scoring``: what `evaluate_sources` measures.
 
+    reference_splits: the held-out splits (``val``, ``test``) whose real slices, together,
+    are the reference; patients of both halves of each floor come from them.
     reference_slices: ``all`` or ``with_lesions`` real held-out slices as the reference.
     expected_sources: producing pipelines the report lists as "not present" when absent.
     max_generated (null: all): the first N samples of each source.
-    fid, lpips, ms_ssim, fidelity: each metric's options.
+    floors: what a real-vs-real floor needs. fid, lpips, ms_ssim, fidelity: each metric's
+    options.
     """
 
+    reference_splits: tuple[str, ...]
     reference_slices: str
     expected_sources: tuple[str, ...]
     max_generated: int | None
+    floors: FloorParams
     fid: FidParams
     lpips: LpipsParams
     ms_ssim: MsSsimParams
@@ -130,6 +150,22 @@ class ScoringParams:
             raise ValueError(
                 f"evaluation.scoring.fid.on_missing_weights must be one of {ON_MISSING_WEIGHTS}, "
                 f"got {config.fid.on_missing_weights!r}"
+            )
+        if config.fid.covariance not in COVARIANCE_ESTIMATORS:
+            raise ValueError(
+                f"evaluation.scoring.fid.covariance must be one of {COVARIANCE_ESTIMATORS}, "
+                f"got {config.fid.covariance!r}"
+            )
+        unknown = [s for s in config.reference_splits if s not in REFERENCE_SPLITS]
+        if unknown or not config.reference_splits:
+            raise ValueError(
+                f"evaluation.scoring.reference_splits must be a non-empty list of "
+                f"{REFERENCE_SPLITS} (held-out splits only), got {list(config.reference_splits)}"
+            )
+        if config.floors.min_patients_per_half < 1:
+            raise ValueError(
+                "evaluation.scoring.floors.min_patients_per_half must be >= 1, got "
+                f"{config.floors.min_patients_per_half}"
             )
         return config
 

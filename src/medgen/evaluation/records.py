@@ -1,10 +1,19 @@
 """metrics.json records and their MLflow form.
 
 Each record: ``metric, status, value, floor, backbone, mode, n_real, n_generated,
-details``. ``status`` is ``ok``, ``missing_weights`` (the backbone's weights are not
-on this machine; ``details.message`` says which file to place where) or ``skipped``
-(the metric is undefined for this data, ``details.message`` says why); value and
-floor are null unless ``ok``. Non-finite numbers become strings (strict JSON).
+details``. ``status`` is
+
+- ``ok``: value (finite) and floor; ``floor`` is null when no floor could be measured
+  honestly, and ``details.no_floor`` says why (e.g. too few patients per half);
+- ``failed``: the metric received NaN/Inf, returned a non-finite number, or raised;
+  ``details.message`` is the error (type and text);
+- ``skipped``: the metric is undefined for this data (not applicable: fewer than two
+  samples, no lesion in any mask, images too small); ``details.message`` says why;
+- ``missing_weights``: the backbone's weights are not on this machine;
+  ``details.message`` says which file to place where.
+
+value and floor are null unless ``ok``. Non-finite numbers become strings (strict JSON).
+A source holding a failed record is ``failed`` (`medgen.evaluation.evaluate`).
 """
 
 from __future__ import annotations
@@ -56,6 +65,11 @@ def skipped_record(
         "n_generated": 0,
         "details": {"message": message},
     }
+
+
+def failed_record(metric: str, backbone: str, error: BaseException) -> dict[str, Any]:
+    """The record of a metric whose inputs or computation failed, naming the error."""
+    return skipped_record(metric, backbone, f"{type(error).__name__}: {error}", status="failed")
 
 
 def _key(text: str) -> str:

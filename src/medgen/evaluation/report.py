@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -30,12 +31,22 @@ table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
 th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
 th { background: #eee; } code { font-size: 0.85em; } .absent { color: #a33; }
 """
-COLUMNS = ("metric", "backbone", "value", "floor", "n_real", "n_generated", "mode", "status")
+COLUMNS = (
+    "metric",
+    "backbone",
+    "value",
+    "floor",
+    "n (gen / real)",
+    "d",
+    "patients per half",
+    "mode",
+    "status",
+)
 
 
 def _text(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:.4g}" if math.isfinite(value) else "n/a"
     return html.escape("" if value is None else str(value))
 
 
@@ -52,19 +63,44 @@ def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _patients_per_half(details: Mapping[str, Any]) -> str:
+    split = details.get("real_split") or {}
+    if "groups_a" in split:
+        return f"{split['groups_a']} + {split['groups_b']}"
+    if "groups_total" in split:
+        return f"{split['groups_total']} in all"
+    return "unknown (split by slice)" if split.get("by", "").startswith("sample (halves") else ""
+
+
+def record_row(r: Mapping[str, Any]) -> list[Any]:
+    """One metrics-table row: the numbers, how many samples, features and patients
+    they rest on, and the status with its reason."""
+    d = r.get("details") or {}
+    mode = r.get("mode")
+    if r["metric"] == "ms_ssim_diversity" and r["status"] == "ok":
+        mode = f"kernel {d.get('kernel_size')}, {d.get('scales')} scales, {d.get('pairs')} pairs"
+    if d.get("covariance"):
+        mode = f"{mode or ''}; covariance {d['covariance']}".lstrip("; ")
+    floor = r.get("floor")
+    if r["status"] == "ok" and floor is None and d.get("no_floor"):
+        floor = f"no floor: {d['no_floor']}"
+    status = r["status"] if r["status"] == "ok" else f"{r['status']}: {d.get('message', '')}"
+    n = f"{r.get('n_generated')} / {r.get('n_real')}" if r["status"] == "ok" else ""
+    return [
+        r["metric"],
+        r.get("backbone"),
+        r.get("value"),
+        floor,
+        n,
+        d.get("feature_dim", ""),
+        _patients_per_half(d),
+        mode,
+        status,
+    ]
+
+
 def metrics_table(records: Sequence[Mapping[str, Any]]) -> str:
-    rows = []
-    for r in records:
-        row = [r.get(c) for c in COLUMNS]
-        if r["status"] != "ok":
-            row[-1] = f"{r['status']}: {r['details'].get('message', '')}"
-        elif r["metric"] == "ms_ssim_diversity":
-            d = r["details"]
-            row[6] = (
-                f"kernel {d.get('kernel_size')}, {d.get('scales')} scales, {d.get('pairs')} pairs"
-            )
-        rows.append(row)
-    return _table(rows, COLUMNS)
+    return _table([record_row(r) for r in records], COLUMNS)
 
 
 def sample_grid(source: GeneratedSource, reference: TensorBundle, k: int) -> bytes:
@@ -104,8 +140,15 @@ def _source_section(
         f"<h3>{_text(name)}</h3>",
         f"<p>kind {_text(entry.get('kind'))}; {entry['n_generated']} generated, shape {_text(entry['shape'])}; {facts}</p>",
     ]
-    if entry["status"] != "evaluated":
-        parts.append(f'<p class="absent">{_text(entry["status"])}</p>')
+    if entry["status"] == "failed":
+        parts.append(
+            '<p class="absent">failed: '
+            + "; ".join(_text(f) for f in entry.get("failures", []))
+            + "</p>"
+        )
+    if not entry.get("metrics"):
+        if entry["status"] != "failed":
+            parts.append(f'<p class="absent">{_text(entry["status"])}</p>')
         return "".join(parts)
     parts.append(metrics_table(entry["metrics"]))
     parts.append(_img(metric_bars(entry["metrics"], name), f"{name}: metrics vs real floor"))
@@ -132,8 +175,16 @@ def _loss_section(
     return _img(loss_curves(histories), "latent_diffusion training loss")
 
 
+def _number(value: Any, digits: int) -> str:
+    # a missing number reads "n/a", never "nan"
+    if isinstance(value, int | float) and math.isfinite(value):
+        return f"{value:.{digits}f}"
+    return "n/a"
+
+
 def _stat(entry: Mapping[str, Any], digits: int) -> str:
-    return f"{entry['mean']:.{digits}f} ± {entry['sd']:.{digits}f} ({entry['median']:.{digits}f})"
+    mean, sd, median = (_number(entry.get(k), digits) for k in ("mean", "sd", "median"))
+    return f"{mean} ± {sd} ({median})"
 
 
 def inpainting_section(summary: Mapping[str, Any] | None) -> str:
@@ -157,8 +208,8 @@ def inpainting_section(summary: Mapping[str, Any] | None) -> str:
     head = summary.get("headline", {})
     verdict = (
         f"<p>Best baseline by SSIM: {_text(head.get('best_baseline_by_ssim'))} "
-        f"({head.get('best_baseline_ssim', float('nan')):.4f}); diffusion (honest conditioning): "
-        f"{head.get('diffusion_ssim') or float('nan'):.4f}; diffusion beats it: "
+        f"({_number(head.get('best_baseline_ssim'), 4)}); diffusion (honest conditioning): "
+        f"{_number(head.get('diffusion_ssim'), 4)}; diffusion beats it: "
         f"{_text(head.get('diffusion_beats_best_baseline'))}.</p>"
     )
     return (
@@ -169,6 +220,14 @@ def inpainting_section(summary: Mapping[str, Any] | None) -> str:
         )
         + verdict
     )
+
+
+def _failures(metrics: Mapping[str, Any]) -> str:
+    failures = metrics.get("failures") or []
+    if not failures:
+        return ""
+    items = "".join(f"<li>{_text(f)}</li>" for f in failures)
+    return f'<p class="absent">{len(failures)} metric(s) failed:</p><ul class="absent">{items}</ul>'
 
 
 def build_report(
@@ -190,12 +249,17 @@ def build_report(
     ref = metrics["reference"]
     body = [
         "<h1>medgen evaluation</h1>",
+        _failures(metrics),
         "<p>Every value names its backbone and sample counts and sits next to its real floor: "
         "the same metric measured between two patient-disjoint halves of the real data (FID) or on real "
         "data at the same n (diversity), or the segmenter's Dice on real images (fidelity). "
         "Lower FID is better; diversity should resemble the real floor.</p>",
         f"<p>Real reference: {_text(ref['dataset'])}, {ref['n_slices']} slices "
-        f"({_text(ref.get('slices', 'all'))}); {_text(ref['resize'])}.</p>",
+        f"({_text(ref.get('slices', 'all'))}) of {_text(ref.get('n_patients'))} patients; "
+        f"a floor needs {_text(ref.get('min_patients_per_half'))} patients in each "
+        f"patient-disjoint half, else the table says why it gives none; n = samples per set, "
+        f"d = feature size (the covariance is the sample one only where n > d). "
+        f"Sizes: {_text(ref['resize'])}.</p>",
         "<h2>Feature networks</h2>",
         _table(backbone_rows, ("requested", "status", "backbone", "mode / message")),
         f"<p>in_domain encoder: {_text(network.get('provenance'))}, {_text(network.get('train_slices'))} slices "

@@ -52,9 +52,18 @@ class GeneratedSource:
             name=name,
             pipeline=name.split("/", 1)[0],
             images=bundle["images"].float(),
-            masks=None if masks is None else (masks > 0).float(),
+            masks=None if masks is None else binary_masks(masks),
             metadata=dict(bundle.metadata),
         )
+
+
+def binary_masks(masks: torch.Tensor) -> torch.Tensor:
+    """``masks > 0`` as 0/1 floats, except that NaN/Inf entries stay NaN: ``nan > 0`` is
+    False, and a diverged mask must fail its metrics, not read as "no lesion"."""
+    binary = (masks > 0).float()
+    if masks.is_floating_point():
+        binary[~torch.isfinite(masks)] = float("nan")
+    return binary
 
 
 def absent_note(pipeline: str) -> dict[str, str]:

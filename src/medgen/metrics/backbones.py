@@ -139,9 +139,12 @@ def custom_backbone(
 def in_domain_backbone(
     encoder: InDomainEncoder,
     device: str | torch.device = "cpu",
-    provenance: str = "trained on the real training split",
+    provenance: str | None = None,
 ) -> FeatureBackbone:
-    """The in-domain encoder as a clean-fid feature extractor, named ``in_domain (<provenance>)``."""
+    """The in-domain encoder as a clean-fid feature extractor, named ``in_domain (<provenance>)``:
+    by default the provenance its training recorded (``encoder.provenance``; UNTRAINED for
+    an encoder that was never trained)."""
+    provenance = provenance or encoder.provenance
     encoder = encoder.to(device).eval()
 
     def extract(batch: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
 
 
 class MissingWeightsError(FileNotFoundError):
@@ -45,3 +49,36 @@ def require_weights_file(path: Path, backbone: str, *, source: str = "", hint: s
     if not path.is_file():
         raise MissingWeightsError(backbone, path.name, path.parent, source=source, hint=hint)
     return path
+
+
+class MetricNotApplicable(ValueError):
+    """The metric is undefined for this data (too few samples, no lesion in any mask, images
+    too small for the filter, ...): evaluation records it as ``skipped`` with this reason.
+
+    Anything else a metric raises is a failure (``failed``), never a skip.
+    """
+
+
+class NonFiniteInputError(ValueError):
+    """A metric received NaN or Inf values (e.g. a diverged generator's samples): ``failed``."""
+
+
+def require_finite(values: Any, what: str) -> None:
+    """Raise :class:`NonFiniteInputError` naming ``what`` and counting its NaN/Inf entries.
+
+    Called before anything that would hide them: clamping keeps NaN, a uint8 cast turns
+    it into an arbitrary pixel, and ``nan > 0`` is False, so a NaN mask reads as empty.
+    """
+    tensor = torch.as_tensor(np.asarray(values) if not isinstance(values, torch.Tensor) else values)
+    if not tensor.is_floating_point() and not tensor.is_complex():
+        return
+    finite = torch.isfinite(tensor)
+    if bool(finite.all()):
+        return
+    n_nan = int(torch.isnan(tensor).sum())
+    n_inf = int(torch.isinf(tensor).sum())
+    bad_items = int((~finite).reshape(len(tensor), -1).any(dim=1).sum()) if tensor.ndim else 1
+    raise NonFiniteInputError(
+        f"{what} hold {n_nan} NaN and {n_inf} Inf values "
+        f"({bad_items} of {len(tensor) if tensor.ndim else 1} items affected)"
+    )

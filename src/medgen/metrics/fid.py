@@ -9,27 +9,34 @@ and ``cleanfid.fid.frechet_distance`` for the maths. What medgen adds:
   clean-fid's dataset reads, so arrays and PNG folders give identical features;
 - grayscale is repeated to 3 channels; C != 3 channels (MRI sequences) are scored
   one by one and averaged, per-channel values in ``details["per_channel"]``;
-- every result names its backbone, mode and counts (:class:`MetricResult`);
+- every result names its backbone, mode and counts (:class:`MetricResult`) and, in its
+  details, the sample count n per set, the feature size d and the covariance estimator:
+  the sample covariance when n > d (full rank), Ledoit-Wolf shrinkage otherwise
+  (:func:`resolve_covariance`);
+- NaN/Inf images or features raise :class:`~medgen.metrics.errors.NonFiniteInputError`
+  instead of being quantised into ordinary pixels;
 - 2.5D FID for volumes and real-vs-real floors.
 """
 
 from __future__ import annotations
 
-import contextlib
-import inspect
 import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import scipy.linalg
 import torch
 from cleanfid import fid as cleanfid_fid
 from cleanfid.utils import EXTENSIONS
 
 from medgen.metrics.backbones import FeatureBackbone
-from medgen.metrics.floors import two_sample_with_floor
+from medgen.metrics.errors import MetricNotApplicable, require_finite
+from medgen.metrics.floors import MIN_GROUPS_PER_HALF, two_sample_with_floor
+from medgen.metrics.frechet import (
+    cleanfid_scipy_compat,
+    frechet_distance,
+    resolve_covariance,
+)
 from medgen.metrics.images import (
     ArrayLike,
     as_tensor,
@@ -40,55 +47,6 @@ from medgen.metrics.images import (
 from medgen.metrics.results import MetricResult
 
 PLANES = ("axis_d", "axis_h", "axis_w")
-
-
-class _SqrtmWithDisp:
-    """scipy.linalg stand-in whose sqrtm still accepts ``disp`` (removed in SciPy 1.18).
-
-    clean-fid calls ``linalg.sqrtm(A, disp=False)`` and unpacks ``(sqrt, error)``.
-    """
-
-    def __getattr__(self, name: str):
-        return getattr(scipy.linalg, name)
-
-    @staticmethod
-    def sqrtm(matrix: np.ndarray, disp: bool = True):
-        root = scipy.linalg.sqrtm(matrix)
-        if disp:
-            return root
-        residual = np.linalg.norm(root @ root - matrix, "fro") / max(
-            np.linalg.norm(matrix, "fro"), 1e-300
-        )
-        return root, residual
-
-
-def _scipy_sqrtm_has_disp() -> bool:
-    return "disp" in inspect.signature(scipy.linalg.sqrtm).parameters
-
-
-@contextlib.contextmanager
-def _cleanfid_scipy_compat() -> Iterator[None]:
-    if _scipy_sqrtm_has_disp():
-        yield
-        return
-    original = cleanfid_fid.linalg
-    cleanfid_fid.linalg = _SqrtmWithDisp()
-    try:
-        yield
-    finally:
-        cleanfid_fid.linalg = original
-
-
-def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
-    """clean-fid's Fréchet distance between Gaussians fitted to two feature sets [N, F]."""
-    features_a = np.asarray(features_a, dtype=np.float64)
-    features_b = np.asarray(features_b, dtype=np.float64)
-    if min(len(features_a), len(features_b)) < 2:
-        raise ValueError("Fréchet distance needs at least 2 samples per set")
-    mu_a, sigma_a = features_a.mean(axis=0), np.cov(features_a, rowvar=False)
-    mu_b, sigma_b = features_b.mean(axis=0), np.cov(features_b, rowvar=False)
-    with _cleanfid_scipy_compat():
-        return float(cleanfid_fid.frechet_distance(mu_a, sigma_a, mu_b, sigma_b))
 
 
 def extract_features(
@@ -105,11 +63,13 @@ def extract_features(
     folder), its resizer for ``backbone.cleanfid_mode`` or ``backbone.fn_resize``,
     and its batched feature loop.
     """
+    # first: the uint8 quantisation would turn NaN into an ordinary pixel value
+    require_finite(images, "images given to the feature network")
     tensor = as_tensor(images)
     if tensor.shape[1] not in (1, 3):
         raise ValueError(f"extract_features takes 1 or 3 channels, got {tensor.shape[1]}")
     if tensor.shape[0] == 0:
-        raise ValueError("no images to extract features from")
+        raise MetricNotApplicable("no images to extract features from")
     pixels = to_uint8_hwc(to_three_channels(tensor))
     with tempfile.TemporaryDirectory(prefix="medgen-fid-") as folder:
         files = []
@@ -140,13 +100,29 @@ def extract_channel_features(images: ArrayLike, backbone: FeatureBackbone, **kwa
     )
 
 
-def fid_from_channel_features(real: np.ndarray, generated: np.ndarray) -> tuple[float, dict]:
-    """Mean over channel groups of the Fréchet distance; per-channel values in the details."""
-    per_channel = [frechet_distance(generated[:, g], real[:, g]) for g in range(real.shape[1])]
+def fid_from_channel_features(
+    real: np.ndarray, generated: np.ndarray, covariance: str = "auto"
+) -> tuple[float, dict]:
+    """Mean over channel groups of the Fréchet distance; per-channel values, the sample
+    count n, the feature size d and the covariance estimator used in the details."""
+    n, d = min(len(real), len(generated)), int(real.shape[-1])
+    estimator = resolve_covariance(covariance, n, d)
+    per_channel = [
+        frechet_distance(generated[:, g], real[:, g], estimator) for g in range(real.shape[1])
+    ]
     return float(np.mean(per_channel)), {
         "per_channel": per_channel,
-        "feature_dim": int(real.shape[-1]),
+        "feature_dim": d,
+        "n_per_set": n,
+        "covariance": _describe_covariance(covariance, estimator, n, d),
     }
+
+
+def _describe_covariance(requested: str, used: str, n: int, d: int) -> str:
+    if used == "sample":
+        return f"sample (n={n} > d={d}: full rank)"
+    why = f"requested; n={n}, d={d}" if requested == used else f"n={n} <= d={d}: sample singular"
+    return f"ledoit_wolf shrinkage ({why})"
 
 
 def compute_fid(
@@ -157,12 +133,14 @@ def compute_fid(
     batch_size: int = 64,
     num_workers: int = 0,
     device: str | torch.device = "cpu",
+    covariance: str = "auto",
 ) -> MetricResult:
-    """FID between real and generated images [N, C, H, W] in [-1, 1] (no floor)."""
+    """FID between real and generated images [N, C, H, W] in [-1, 1] (no floor);
+    ``covariance`` as for :func:`resolve_covariance` (default ``auto``)."""
     kwargs = {"batch_size": batch_size, "num_workers": num_workers, "device": device}
     real_feats = extract_channel_features(real, backbone, **kwargs)
     gen_feats = extract_channel_features(generated, backbone, **kwargs)
-    value, details = fid_from_channel_features(real_feats, gen_feats)
+    value, details = fid_from_channel_features(real_feats, gen_feats, covariance)
     return MetricResult(
         name="fid",
         value=value,
@@ -184,17 +162,22 @@ def fid_with_floor(
     num_workers: int = 0,
     device: str | torch.device = "cpu",
     groups: ArrayLike | None = None,
+    min_groups_per_half: int = MIN_GROUPS_PER_HALF,
+    covariance: str = "auto",
 ) -> MetricResult:
     """FID of generated vs a real half, with the real-vs-real floor at the same counts.
 
     Features are extracted once for each subset the floor protocol uses (the
     reference half serves both the value and the floor) and for no other image.
     ``groups`` (one patient label per real image, e.g. ``subject_index``) makes the two
-    real halves patient-disjoint (None: split by image).
+    real halves patient-disjoint (None: split by image); each half then needs
+    ``min_groups_per_half`` patients (default 3) or no floor is given
+    (`medgen.metrics.floors`). ``covariance``: :func:`resolve_covariance` (default ``auto``);
+    the details name it with n and d.
     """
     kwargs = {"batch_size": batch_size, "num_workers": num_workers, "device": device}
     return two_sample_with_floor(
-        lambda sample, reference: fid_from_channel_features(reference, sample),
+        lambda sample, reference: fid_from_channel_features(reference, sample, covariance),
         real,
         generated,
         name="fid",
@@ -203,6 +186,7 @@ def fid_with_floor(
         seed=seed,
         prepare=lambda images: extract_channel_features(images, backbone, **kwargs),
         groups=groups,
+        min_groups_per_half=min_groups_per_half,
     )
 
 
@@ -220,7 +204,7 @@ def compute_fid_folders(
     device: str | torch.device = "cpu",
 ) -> MetricResult:
     """FID between two image folders with ``cleanfid.fid.compute_fid`` and our backbone."""
-    with _cleanfid_scipy_compat():
+    with cleanfid_scipy_compat():
         value = cleanfid_fid.compute_fid(
             str(generated_dir),
             str(real_dir),
@@ -296,10 +280,20 @@ def _plane_features(
 def _fid_2p5d(
     real: dict[str, np.ndarray], generated: dict[str, np.ndarray], settings: dict
 ) -> tuple[float, dict]:
-    per_plane = {
-        plane: fid_from_channel_features(real[plane], generated[plane])[0] for plane in PLANES
+    covariance = settings.get("covariance", "auto")
+    planes = {
+        plane: fid_from_channel_features(real[plane], generated[plane], covariance)
+        for plane in PLANES
     }
-    details = {"per_plane": per_plane, **settings, "counts": "n_real/n_generated are volumes"}
+    per_plane = {plane: value for plane, (value, _) in planes.items()}
+    details = {
+        "per_plane": per_plane,
+        **settings,
+        "counts": "n_real/n_generated are volumes",
+        "slices_per_set": {plane: d["n_per_set"] for plane, (_, d) in planes.items()},
+        "feature_dim": planes[PLANES[0]][1]["feature_dim"],
+        "covariance": {plane: d["covariance"] for plane, (_, d) in planes.items()},
+    }
     return float(np.mean(list(per_plane.values()))), details
 
 
@@ -313,10 +307,12 @@ def compute_fid_2p5d(
     batch_size: int = 64,
     num_workers: int = 0,
     device: str | torch.device = "cpu",
+    covariance: str = "auto",
 ) -> MetricResult:
     """2.5D FID: a 2D FID per orthogonal plane, averaged (as MAISI reports volume FID)."""
-    settings = {"slices_per_volume": slices_per_volume, "central_fraction": central_fraction}
-    kwargs = {**settings, "batch_size": batch_size, "num_workers": num_workers, "device": device}
+    planes = {"slices_per_volume": slices_per_volume, "central_fraction": central_fraction}
+    settings = {**planes, "covariance": covariance}
+    kwargs = {**planes, "batch_size": batch_size, "num_workers": num_workers, "device": device}
     value, details = _fid_2p5d(
         _plane_features(real_volumes, backbone, **kwargs),
         _plane_features(generated_volumes, backbone, **kwargs),
@@ -344,13 +340,18 @@ def fid_2p5d_with_floor(
     batch_size: int = 64,
     num_workers: int = 0,
     device: str | torch.device = "cpu",
+    groups: ArrayLike | None = None,
+    min_groups_per_half: int = MIN_GROUPS_PER_HALF,
+    covariance: str = "auto",
 ) -> MetricResult:
     """2.5D FID with its real-vs-real floor (volumes split into disjoint halves).
 
-    Slice features are extracted once per subset of volumes, as in :func:`fid_with_floor`.
+    Slice features are extracted once per subset of volumes, as in :func:`fid_with_floor`;
+    ``groups`` (a patient per volume), ``min_groups_per_half`` and ``covariance`` as there.
     """
-    settings = {"slices_per_volume": slices_per_volume, "central_fraction": central_fraction}
-    kwargs = {**settings, "batch_size": batch_size, "num_workers": num_workers, "device": device}
+    planes = {"slices_per_volume": slices_per_volume, "central_fraction": central_fraction}
+    settings = {**planes, "covariance": covariance}
+    kwargs = {**planes, "batch_size": batch_size, "num_workers": num_workers, "device": device}
     return two_sample_with_floor(
         lambda sample, reference: _fid_2p5d(reference, sample, settings),
         as_tensor(real_volumes, ndim=5),
@@ -360,4 +361,6 @@ def fid_2p5d_with_floor(
         mode=backbone.mode,
         seed=seed,
         prepare=lambda volumes: _plane_features(volumes, backbone, **kwargs),
+        groups=groups,
+        min_groups_per_half=min_groups_per_half,
     )

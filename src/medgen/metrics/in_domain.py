@@ -35,6 +35,7 @@ from medgen.training.callbacks import LossComponentsLogger
 from medgen.training.results import sub_state_dict
 
 NUM_ROTATIONS = 4
+UNTRAINED = "UNTRAINED: random initial weights, its distances measure nothing"
 
 
 class InDomainEncoder(nn.Module):
@@ -44,11 +45,26 @@ class InDomainEncoder(nn.Module):
     batch they are computed in) and a global average pool, so any input size
     works; inputs are resized to ``input_size`` first so features are always
     computed at the resolution the network was trained on.
+
+    ``provenance`` says what the weights were trained on. Only the code that trains
+    them sets it (:func:`train_in_domain_backbone`); it travels in ``config``, so a
+    checkpoint keeps it, and an encoder built any other way reports :data:`UNTRAINED`.
     """
 
-    def __init__(self, feature_dim: int = 128, width: int = 32, input_size: int = 64) -> None:
+    def __init__(
+        self,
+        feature_dim: int = 128,
+        width: int = 32,
+        input_size: int = 64,
+        provenance: str | None = None,
+    ) -> None:
         super().__init__()
-        self.config = {"feature_dim": feature_dim, "width": width, "input_size": input_size}
+        self.config = {
+            "feature_dim": feature_dim,
+            "width": width,
+            "input_size": input_size,
+            "provenance": provenance,
+        }
         channels = [1, width, width * 2, width * 4, feature_dim]
         layers: list[nn.Module] = []
         for c_in, c_out in zip(channels[:-1], channels[1:], strict=True):
@@ -65,6 +81,11 @@ class InDomainEncoder(nn.Module):
     @property
     def feature_dim(self) -> int:
         return int(self.config["feature_dim"])
+
+    @property
+    def provenance(self) -> str:
+        """What the weights were trained on, as the training code recorded it, or UNTRAINED."""
+        return self.config.get("provenance") or UNTRAINED
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         size = int(self.config["input_size"])
@@ -173,6 +194,7 @@ def train_in_domain_backbone(
     width: int = 32,
     seed: int = 0,
     checkpoint_dir: str | Path | None = None,
+    data_name: str = "real training images",
 ) -> tuple[InDomainEncoder, dict[str, list[float]]]:
     """Train the in-domain encoder on real training images; return it and each head's loss
     per epoch.
@@ -190,6 +212,8 @@ def train_in_domain_backbone(
         seed: seeds initialisation, rotations and batch order.
         checkpoint_dir: the training job's folder (None: a temporary one); a re-run with the
             same images and settings reads the finished job back instead of training again.
+        data_name: what ``images`` are, for the encoder's ``provenance`` (default "real
+            training images"; the caller names its data, e.g. the catalog entry).
 
     Trained as one `medgen.training.TrainingJob` on the CPU.
     """
@@ -237,7 +261,12 @@ def train_in_domain_backbone(
         artifact_path="evaluation/in_domain_backbone",
     )
     result = run_job(job).result
-    encoder = InDomainEncoder(feature_dim=feature_dim, width=width, input_size=int(x.shape[-1]))
+    encoder = InDomainEncoder(
+        feature_dim=feature_dim,
+        width=width,
+        input_size=int(x.shape[-1]),
+        provenance=f"trained on {data_name}, {x.shape[0]} images, {config.max_steps} steps",
+    )
     encoder.load_state_dict(sub_state_dict(result.model_state, "encoder."))
     records = [r for r in result.history if r["kind"] == "step"]
     history = {name: [r[name] for r in records] for name in ("rotation", *label_classes)}
@@ -261,6 +290,7 @@ def load_in_domain_backbone(source: str | Path | Mapping[str, Any]) -> InDomainE
         source = torch.load(path, map_location="cpu", weights_only=True)
     if "config" not in source or "state_dict" not in source:
         raise ValueError("in-domain checkpoint must hold 'config' and 'state_dict'")
-    encoder = InDomainEncoder(**source["config"])
+    config = {"provenance": "not recorded in this checkpoint", **source["config"]}
+    encoder = InDomainEncoder(**config)
     encoder.load_state_dict(source["state_dict"])
     return encoder.eval()

@@ -28,14 +28,16 @@ def test_nodes_with_nothing_generated_give_metrics_and_report():
     from medgen.pipelines.evaluation import nodes
     from tests.evaluation.evaluation_helpers import TINY_PARAMS, real_slices
 
-    train, test = real_slices(16, seed=0), real_slices(8, seed=1)
+    train, val, test = real_slices(16, seed=0), real_slices(6, seed=2), real_slices(8, seed=1)
     seed = TINY_PARAMS["seed"]
     network = nodes.train_in_domain_feature_network(train, TINY_PARAMS["in_domain_backbone"], seed)
     metrics = nodes.evaluate_generated_sources(
-        None, test, train, network, None, None, None, None, TINY_PARAMS["scoring"], seed
+        None, val, test, train, network, None, None, None, None, TINY_PARAMS["scoring"], seed
     )
     assert {s["status"] for s in metrics["sources"]} == {"not present"}
-    page = nodes.build_evaluation_report(metrics, None, test, None, TINY_PARAMS["report"])
+    # the reference is val + test together: 6 + 8 slices of 1 + 2 patients
+    assert metrics["reference"]["n_slices"] == 14 and metrics["reference"]["n_patients"] == 3
+    page = nodes.build_evaluation_report(metrics, None, val, test, None, TINY_PARAMS["report"])
     assert page.count('class="absent">not present') == 2 and "summary not present" in page
 
 

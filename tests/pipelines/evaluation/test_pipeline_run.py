@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[3]
 def project(tmp_path_factory) -> Path:
     root = make_project(tmp_path_factory.mktemp("project"))
     data = root / "data"
-    for split, n, seed in (("train", 24, 0), ("test", 16, 5)):
+    for split, n, seed in (("train", 24, 0), ("val", 12, 3), ("test", 16, 5)):
         TensorDataset(filepath=str(data / f"05_model_input/slices_2d_{split}.safetensors")).save(
             real_slices(n, seed=seed)
         )
@@ -51,6 +51,9 @@ def test_run_writes_backbone_metrics_and_report(run: Path):
         "inpainting": "not present",
         "text2image_rlhf": "not present",
     }
+    fid = next(r for r in metrics["sources"][0]["metrics"] if r["metric"] == "fid")
+    assert fid["floor"] is None and "halves have 3 and 2" in fid["details"]["no_floor"]
+    assert metrics["reference"]["n_patients"] == 5 and metrics["status"] == "ok"
     report = (run / "08_reporting/evaluation/report.html").read_text()
     assert "latent_diffusion/ddpm_bravo" in report and "data:image/png;base64," in report
     assert "training loss" in report  # the summary's history became loss curves
@@ -62,4 +65,9 @@ def test_run_logs_the_numbers_to_mlflow(run: Path, project: Path):
     (latest,) = client.search_runs(
         [experiment.experiment_id], order_by=["start_time DESC"], max_results=1
     )
-    assert "evaluation/latent_diffusion/ddpm_bravo/fid/in_domain/floor" in latest.data.metrics
+    logged = latest.data.metrics
+    assert "evaluation/latent_diffusion/ddpm_bravo/fid/in_domain" in logged
+    assert "evaluation/latent_diffusion/ddpm_bravo/ms_ssim_diversity/none/floor" in logged
+    # 5 held-out patients (2 val + 3 test) split 3 + 2: fewer than the 3 per half a FID
+    # floor needs, so there is none to log
+    assert "evaluation/latent_diffusion/ddpm_bravo/fid/in_domain/floor" not in logged

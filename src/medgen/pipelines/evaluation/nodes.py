@@ -11,6 +11,7 @@ from medgen.evaluation import (
     build_report,
     collect_sources,
     evaluate_sources,
+    held_out_reference,
     log_to_mlflow,
     select_reference,
     train_feature_network,
@@ -28,7 +29,8 @@ def train_in_domain_feature_network(
 
 def evaluate_generated_sources(
     samples: Partitions,
-    reference: TensorBundle,
+    reference_val: TensorBundle,
+    reference_test: TensorBundle,
     train: TensorBundle,
     feature_network: TensorBundle,
     latent_diffusion_summary: Mapping[str, Any] | None,
@@ -41,6 +43,7 @@ def evaluate_generated_sources(
     """Score every generated source present and log the numbers to MLflow."""
     # The four summaries are not used here: they are inputs only so that Kedro runs this
     # node after the producing pipelines in `kedro run` (see pipeline.py).
+    reference = {"val": reference_val, "test": reference_test}
     metrics = evaluate_sources(samples, reference, train, feature_network, params, seed)
     log_to_mlflow(metrics)
     return metrics
@@ -49,7 +52,8 @@ def evaluate_generated_sources(
 def build_evaluation_report(
     metrics: dict[str, Any],
     samples: Partitions,
-    reference: TensorBundle,
+    reference_val: TensorBundle,
+    reference_test: TensorBundle,
     latent_diffusion_summary: Mapping[str, Any] | None,
     params: dict[str, Any],
     training_reports: Partitions = None,
@@ -59,7 +63,9 @@ def build_evaluation_report(
     options = ReportParams.from_params(params)
     sources, _ = collect_sources(samples, [])
     # the reference slices the metrics were computed against, as metrics.json records them
-    reference = select_reference(reference, metrics["reference"]["slices"])
+    splits = {"val": reference_val, "test": reference_test}
+    chosen = metrics["reference"]["splits"]
+    reference = select_reference(held_out_reference(splits, chosen), metrics["reference"]["slices"])
     return build_report(
         metrics,
         sources,

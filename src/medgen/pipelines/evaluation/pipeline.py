@@ -32,6 +32,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 nodes.evaluate_generated_sources,
                 [
                     "evaluation.generated_samples",
+                    "slices_2d_val",
                     "slices_2d_test",
                     "slices_2d_train",
                     "evaluation.in_domain_backbone",
@@ -50,6 +51,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 [
                     "evaluation.metrics",
                     "evaluation.generated_samples",
+                    "slices_2d_val",
                     "slices_2d_test",
                     "latent_diffusion.summary",
                     "params:evaluation.report",
