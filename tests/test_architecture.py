@@ -21,7 +21,8 @@ LAYERS = {
     # and autoencoder (perceptual loss, paired metrics) as well as evaluation use it.
     1: {"diffusion", "models", "training", "metrics"},  # core
     2: {"data", "autoencoder", "generation", "evaluation", "inpainting", "text2image"},  # domain
-    3: {"pipelines", "pipeline_registry", "settings", "hooks", "__main__"},  # Kedro wiring
+    # Kedro wiring (check_config resolves conf/ through the project settings and registry)
+    3: {"pipelines", "pipeline_registry", "settings", "hooks", "__main__", "check_config"},
 }
 # In layers 0 and 3 units may import each other freely (cycles are still refused); in
 # layers 1 and 2 only along these edges, (importer unit, imported module prefix): reason.

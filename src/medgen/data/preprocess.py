@@ -64,6 +64,9 @@ def scale_to_unit_range(volume: np.ndarray, bounds: tuple[float, float]) -> np.n
     return np.clip(2.0 * (volume - low) / (high - low) - 1.0, -1.0, 1.0).astype(np.float32)
 
 
+RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
+
+
 def _to_meta(image: nib.Nifti1Image, dtype=np.float32) -> MetaTensor:
     data = np.asarray(image.dataobj, dtype=dtype)
     return MetaTensor(
@@ -73,7 +76,9 @@ def _to_meta(image: nib.Nifti1Image, dtype=np.float32) -> MetaTensor:
 
 def _resample(image: nib.Nifti1Image, config: PreprocessConfig, nearest: bool) -> MetaTensor:
     mode = "nearest" if nearest else "bilinear"
-    tensor = Orientation(axcodes="RAS")(_to_meta(image))
+    # labels as MONAI's old default: nibabel affines are in RAS world coordinates (naming them
+    # keeps MONAI from warning that its default changed)
+    tensor = Orientation(axcodes="RAS", labels=RAS_LABELS)(_to_meta(image))
     return Spacing(pixdim=config.spacing_mm, mode=mode, padding_mode="zeros")(tensor)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import defaultdict
 from collections.abc import Mapping
@@ -13,6 +14,7 @@ import numpy as np
 from medgen.config import config_tree_from_params
 
 SPLIT_NAMES = ("train", "val", "test")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,12 @@ def patient_of(subject_id: str, pattern: str) -> str:
 def split_by_patient(
     subject_ids: list[str], fractions: dict[str, float], seed: int, patient_pattern: str
 ) -> dict[str, list[str]]:
-    """Shuffle patients with ``seed`` and cut them by ``fractions`` (train/val/test)."""
+    """Shuffle patients with ``seed`` and cut them by ``fractions`` (train/val/test).
+
+    Every split with a fraction above 0 gets at least one patient (three patients are enough
+    for train/val/test); when that is impossible a ValueError names the counts. A fraction of 0
+    is the one way to an empty split, and the log says so.
+    """
     if set(fractions) != set(SPLIT_NAMES):
         raise ValueError(f"split fractions need exactly {SPLIT_NAMES}, got {sorted(fractions)}")
     if any(f < 0 for f in fractions.values()) or abs(sum(fractions.values()) - 1.0) > 1e-6:
@@ -68,8 +75,24 @@ def split_by_patient(
     if fractions["test"] > 0 and n_test == 0 and n >= 3:
         n_test = 1
     n_train = n - n_val - n_test
-    if n_train < 1:
-        raise ValueError(f"{n} patients are too few for fractions {fractions}")
+    counts = {"train": n_train, "val": n_val, "test": n_test}
+    # a split asked for (fraction > 0) but left empty would make a later node fail or, worse,
+    # validate or score on nothing
+    empty = [
+        name
+        for name in SPLIT_NAMES
+        if counts[name] < 1 and (fractions[name] > 0 or name == "train")
+    ]
+    if empty:
+        raise ValueError(
+            f"{n} patients are too few for fractions {fractions}: they split "
+            f"train/val/test = {max(n_train, 0)}/{n_val}/{n_test}, leaving {', '.join(empty)} "
+            "empty; generate or provide at least 3 patients, or set the fraction of a split "
+            "to 0 to run without it"
+        )
+    for name in SPLIT_NAMES:
+        if fractions[name] == 0:
+            logger.warning("split.fractions.%s is 0: the %s split is empty by choice", name, name)
     cuts = {
         "train": patients[:n_train],
         "val": patients[n_train : n_train + n_val],
