@@ -173,4 +173,5 @@ def test_yaml_has_no_leftover_blocks():
         "generation",
         "lr_finder",
         "volumes",
+        "demo_checks",
     }

@@ -41,7 +41,11 @@ def test_train_resume_and_generate(tmp_path):
     bundle = _latents()
     weights, report = train_class_conditional_generator(bundle, PARAMS, tmp_path / "ckpt")
     meta = weights.metadata
-    assert meta["latent_shape"] == [4, 4, 6, 5] and meta["scale_factor"] == 2.0
+    latents = bundle["latents"]
+    centred = latents - latents.mean(dim=0, keepdim=True)  # latent_centering: mean (conf/base)
+    assert meta["latent_shape"] == [4, 4, 6, 5] and meta["latent_centering"] == "mean"
+    assert meta["scale_factor"] == pytest.approx(1 / float(centred.std()))
+    torch.testing.assert_close(weights["latent_offset"], latents.mean(dim=0, keepdim=True))
     assert meta["classes"] == ["lesion_absent", "lesion_present"] and meta["has_ema"]
     assert meta["task"]["space"]["name"] == "precomputed_latent"
     assert meta["backbone"]["input_size"] == [4, 6, 5] and meta["backbone"]["num_classes"] == 2
@@ -59,8 +63,10 @@ def test_train_resume_and_generate(tmp_path):
     assert repeated["resumed_from_step"] == 4 and repeated["steps"] == 4
     assert repeated["history"] == report["history"]
     assert all(torch.equal(again.tensors[k], v) for k, v in weights.tensors.items())
-    # another bundle (scale factor): the old checkpoints are moved aside, training starts afresh
-    _, fresh = train_class_conditional_generator(_latents(scale=3.0), PARAMS, tmp_path / "ckpt")
+    # another configuration (uncentred, the bundle's scale factor): the old checkpoints are
+    # moved aside, training starts afresh
+    uncentred = {**PARAMS, "latent_centering": "none"}
+    _, fresh = train_class_conditional_generator(_latents(scale=3.0), uncentred, tmp_path / "ckpt")
     assert fresh["resumed_from_step"] == 0 and (tmp_path / "ckpt.stale" / "latest.pt").is_file()
 
     latents, labels = generate_class_conditional(weights, 2, PARAMS, seed=3)
@@ -68,10 +74,28 @@ def test_train_resume_and_generate(tmp_path):
     assert torch.isfinite(latents).all()
     again, _ = generate_class_conditional(weights, 2, PARAMS, seed=3)
     assert torch.equal(latents, again)
-    # the output is unscaled: the same weights read with scale 1 give twice the values
+    # the output is unscaled and the mean added back: the same weights read with scale 1 give
+    # 1 / scale times the centred values
+    scale = meta["scale_factor"]
     unit = TensorBundle(weights.tensors, json.loads(json.dumps(weights.metadata)))
     unit.metadata["task"]["space"]["scale_factor"] = 1.0
-    torch.testing.assert_close(generate_class_conditional(unit, 2, PARAMS, seed=3)[0], 2 * latents)
+    offset = weights["latent_offset"]
+    torch.testing.assert_close(
+        generate_class_conditional(unit, 2, PARAMS, seed=3)[0] - offset,
+        scale * (latents - offset),
+    )
+
+
+def test_uncentred_latents_keep_the_bundles_scale_and_no_offset(tmp_path):
+    params = {**PARAMS, "latent_centering": "none"}
+    weights, _ = train_class_conditional_generator(_latents(scale=2.0), params, tmp_path / "c")
+    assert weights.metadata["scale_factor"] == 2.0 and "latent_offset" not in weights.tensors
+    latents, _ = generate_class_conditional(weights, 1, params, seed=0)
+    unit = TensorBundle(weights.tensors, json.loads(json.dumps(weights.metadata)))
+    unit.metadata["task"]["space"]["scale_factor"] = 1.0
+    torch.testing.assert_close(generate_class_conditional(unit, 1, params, seed=0)[0], 2 * latents)
+    with pytest.raises(ValueError, match="latent_centering"):
+        ClassConditionalParams.from_params({**PARAMS, "latent_centering": "median"})
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,9 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from medgen.autoencoder.latents import select_channels
+from medgen.datasets import TensorBundle
+from medgen.metrics.demo_checks import check_metrics, overall_status, reconstruction_check
 from medgen.training.callbacks import active_mlflow
 
 RECONSTRUCTION_METRICS = ("psnr", "ssim", "mae", "mse", "lpips")
@@ -31,8 +34,31 @@ def _steps(report: Mapping[str, Any]) -> int | None:
     return report.get("steps")
 
 
-def autoencoder_summary(reports: Mapping[str, Mapping[str, Any]], seconds: float | None) -> dict:
-    """One entry per trained model, plus the run's wall time."""
+def reconstruction_demo_checks(
+    report_3d: Mapping[str, Any], volumes: TensorBundle
+) -> dict[str, Any]:
+    """The 3D autoencoder's validation PSNR / SSIM (``report_3d``, a patch-volume stage
+    report) next to trilinear down/up-sampling of the same validation ``volumes`` at the
+    same factor (`medgen.metrics.demo_checks.reconstruction_check`)."""
+    images, _ = select_channels(volumes, report_3d.get("modalities"))
+    config = report_3d["config"]
+    checks = {
+        "reconstruction_vs_trilinear": reconstruction_check(
+            report_3d["validation"],
+            images,
+            factor=int(config["downsample_factor"]),
+            latent_channels=int(config["latent_channels"]),
+        )
+    }
+    return {"status": overall_status(checks), "checks": checks}
+
+
+def autoencoder_summary(
+    reports: Mapping[str, Mapping[str, Any]],
+    seconds: float | None,
+    demo_checks: Mapping[str, Any] | None = None,
+) -> dict:
+    """One entry per trained model, the demo checks, plus the run's wall time."""
     models = {}
     for name, report in reports.items():
         entry: dict[str, Any] = {"seconds": round(float(report.get("seconds") or 0.0), 2)}
@@ -48,6 +74,7 @@ def autoencoder_summary(reports: Mapping[str, Mapping[str, Any]], seconds: float
         models[name] = entry
     return {
         "models": models,
+        **({"demo_checks": dict(demo_checks)} if demo_checks is not None else {}),
         "run_seconds": None if seconds is None else round(seconds, 1),
         "metrics_note": "PSNR/MAE/MSE on [-1, 1] intensities (data range 2), SSIM via MONAI; "
         "reconstructions decode the posterior mean",
@@ -55,7 +82,8 @@ def autoencoder_summary(reports: Mapping[str, Mapping[str, Any]], seconds: float
 
 
 def log_summary_to_mlflow(summary: Mapping[str, Any]) -> bool:
-    """Log ``autoencoder/<model>/<metric>`` and ``.../seconds`` when a run is active."""
+    """Log ``autoencoder/<model>/<metric>``, ``.../seconds`` and the demo checks
+    (``autoencoder/demo_checks/<check>/passed`` and values) when a run is active."""
     mlflow = active_mlflow()
     if mlflow is None:
         return False
@@ -64,5 +92,6 @@ def log_summary_to_mlflow(summary: Mapping[str, Any]) -> bool:
         metrics[f"autoencoder/{name}/seconds"] = entry["seconds"]
         for metric, value in (entry.get("validation_reconstruction") or {}).items():
             metrics[f"autoencoder/{name}/val_{metric}"] = value
+    metrics.update(check_metrics(summary.get("demo_checks") or {}, "autoencoder/demo_checks"))
     mlflow.log_metrics(metrics)
     return True

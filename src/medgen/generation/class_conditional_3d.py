@@ -6,14 +6,24 @@ per-subject class (``lesion_present`` in the volumes bundle), with classifier-fr
 
 * :func:`train_class_conditional_generator` trains one `medgen.training.TrainingJob` (factory
   :func:`build_generator_task`; EMA, checkpoints, exact resume, 1..N workers) on the ``latents``
-  bundle: no encoder runs, the ``precomputed_latent`` space only multiplies by the bundle's
-  ``scale_factor``.
-* :func:`generate_class_conditional` samples ``n`` latents per class, unscaled, ready for the
-  autoencoder's (tiled) decoder; decoding and NIfTI writing are the caller's.
+  bundle: no encoder runs, the ``precomputed_latent`` space only multiplies by a scale factor.
+  With ``latent_centering: mean`` the network learns the latents minus their training mean
+  (scaled to unit variance), a data-dependent prior mean as in PriorGrad (Lee et al. 2022,
+  https://arxiv.org/abs/2106.06406): every volume shares the brain's layout, which a DiT must
+  otherwise learn through its position embeddings. In the CPU demo (16 latents) 200 centred
+  steps gave smoother volumes, closer to real ones (2.5D Fréchet distance), than 600
+  uncentred steps (docs/latent_diffusion.md).
+* :func:`generate_class_conditional` samples ``n`` latents per class, unscaled and with the
+  mean added back, ready for the autoencoder's (tiled) decoder; decoding and NIfTI writing
+  are the caller's.
 
 Parameters: :class:`ClassConditionalParams`, read from the node's
 ``params:latent_diffusion.volumes.generator`` block, whose values live in
 conf/base/parameters_latent_diffusion.yml (no defaults in code).
+
+Size: one model end to end (its parameter block, the latent dataset and its checks, the
+centring that training and sampling must undo identically, the task factory, training and
+sampling); splitting it would put the centring's two halves in different files.
 """
 
 from __future__ import annotations
@@ -30,10 +40,12 @@ from torch.utils.data import Dataset
 from medgen.config import config_tree_from_params, require_positive_ints
 from medgen.data.cohort import IMAGE_MODALITIES
 from medgen.datasets import TensorBundle
+from medgen.diffusion.diagnostics import DiffusionDiagnostics
 from medgen.diffusion.task import DiffusionTask, build_task
 from medgen.generation.model_bundle import combination_name, state_from_bundle, to_model_bundle
 from medgen.runtime import torch_threads
 from medgen.training import TrainingConfig, TrainingJob, TrainingTask, run_job
+from medgen.training.diagnostics import diffusion_diagnostics
 from medgen.training.setup import resolve_device
 
 SECTION = "latent_diffusion.volumes.generator"
@@ -42,6 +54,10 @@ SECTION = "latent_diffusion.volumes.generator"
 #: strategy is ddpm and its options leave clip_sample unset).
 STRATEGY_DEFAULTS: dict[str, dict[str, Any]] = {"ddpm": {"clip_sample": False}}
 LATENT_KEY = "latents"
+#: ``latent_centering`` values: ``mean`` subtracts the training latents' mean (a tensor of
+#: the latent's shape, kept in the weights as :data:`OFFSET_KEY`), ``none`` nothing.
+CENTERINGS = ("mean", "none")
+OFFSET_KEY = "latent_offset"
 
 
 @dataclass(frozen=True)
@@ -71,6 +87,8 @@ class ClassConditionalParams:
         the cohort's four).
     torch_threads: intra-op threads while training and sampling (null: torch's default, one
         per core; 1 is faster where other processes share the cores).
+    latent_centering: ``mean`` (learn the latents minus their training mean, scaled by
+        1 / std of that difference) or ``none`` (the bundle's ``scale_factor`` alone).
     strategy: ``{"name": rflow | ddpm, ...}`` and the strategy's options
         (`medgen.diffusion.rflow` / `ddpm`); see :data:`STRATEGY_DEFAULTS` for ddpm.
     backbone: `medgen.models.dit` options (``spatial_dims`` and ``input_size`` come from the
@@ -83,6 +101,7 @@ class ClassConditionalParams:
     class_names: tuple[str, ...]
     modalities: tuple[str, ...] | None
     torch_threads: int | None
+    latent_centering: str
     strategy: dict[str, Any]
     backbone: dict[str, Any]
     training: dict[str, Any]
@@ -99,6 +118,11 @@ class ClassConditionalParams:
         strategy = {**STRATEGY_DEFAULTS.get(name, {}), **config.strategy}
         if len(config.class_names) < 2:
             raise ValueError(f"{SECTION}.class_names needs two or more classes")
+        if config.latent_centering not in CENTERINGS:
+            raise ValueError(
+                f"{SECTION}.latent_centering must be one of {CENTERINGS}, "
+                f"got {config.latent_centering!r}"
+            )
         require_positive_ints(config.sampling, f"{SECTION}.sampling", "batch_size")
         TrainingConfig.from_dict(config.training)  # a misspelt training key fails here
         return cls(**{**vars(config), "strategy": strategy})
@@ -218,6 +242,22 @@ def backbone_for(backbone: Mapping[str, Any], latent_spatial: Sequence[int]) -> 
     return {**config, **derived}
 
 
+def centred_latents(
+    latents: torch.Tensor, scale: float, centering: str
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """``(latents - offset, offset [1, C, *s], scale factor)`` for ``centering``: ``mean``
+    takes the mean over the items and ``1 / std`` of the difference, ``none`` a zero offset
+    and ``scale`` (the bundle's)."""
+    if centering == "none":
+        return latents, torch.zeros_like(latents[:1]), scale
+    offset = latents.mean(dim=0, keepdim=True)
+    centred = latents - offset
+    std = float(centred.std())
+    if not std > 0:
+        raise ValueError("latents are all equal: centred latents have no spread to scale")
+    return centred, offset, 1.0 / std
+
+
 def _fingerprint(latents: torch.Tensor, labels: torch.Tensor) -> str:
     return TensorBundle({"latents": latents, "labels": labels}).fingerprint(("latents", "labels"))
 
@@ -230,14 +270,15 @@ def build_generator_task(
     label_key: str,
     seed: int,
 ) -> TrainingTask:
-    """The generator's job factory, run in every worker: the latents and labels, a fresh DiT
-    seeded with ``seed`` (the same initial weights on every rank and every re-run)."""
+    """The job's factory, run in every worker: the latents and labels, a fresh DiT seeded with
+    ``seed`` (the same weights on every rank and re-run), the diagnostics (latents undecoded)."""
     latents = data["latents"]
     task = build_task(task_config)
     torch.manual_seed(seed)
     model = task.build_model(backbone)
     train_data = LatentLabelDataset(latents[LATENT_KEY], latents[label_key], label_key)
-    return TrainingTask(model=model, loss_fn=task.loss, train_data=train_data)
+    callbacks = diffusion_diagnostics(DiffusionDiagnostics(task, train_data))
+    return TrainingTask(model=model, loss_fn=task.loss, train_data=train_data, callbacks=callbacks)
 
 
 def train_class_conditional_generator(
@@ -267,8 +308,12 @@ def train_class_conditional_generator(
     """
     settings = generator_params(params)
     num_classes = len(settings.class_names)
-    latents, labels, scale = check_latents_bundle(latents_train, settings.label_key, num_classes)
-    task = build_class_task(settings, latents_train.metadata, latents.shape[1])
+    latents, labels, bundle_scale = check_latents_bundle(
+        latents_train, settings.label_key, num_classes
+    )
+    latents, offset, scale = centred_latents(latents, bundle_scale, settings.latent_centering)
+    metadata = {**latents_train.metadata, "scale_factor": scale}
+    task = build_class_task(settings, metadata, latents.shape[1])
     backbone = task.backbone_config(backbone_for(settings.backbone, latents.shape[2:]))
     config = TrainingConfig.from_dict(settings.training)
     task_config = task.to_config()
@@ -296,6 +341,7 @@ def train_class_conditional_generator(
     info = {
         "latent_shape": list(latents.shape[1:]),
         "scale_factor": scale,
+        "latent_centering": settings.latent_centering,
         "classes": list(settings.class_names),
         "label_key": settings.label_key,
         "class_counts": class_counts,
@@ -304,6 +350,8 @@ def train_class_conditional_generator(
     weights = to_model_bundle(
         result.model_state, result.ema_state, task_config=task_config, backbone=backbone, info=info
     )
+    if settings.latent_centering != "none":
+        weights.tensors[OFFSET_KEY] = offset.contiguous()
     report = {
         "steps": result.steps,
         "epochs": result.epochs,
@@ -349,8 +397,9 @@ def generate_class_conditional(
 
     Returns:
         ``(latents, labels)``: float32 ``[N, C, *s]`` on the CPU, *unscaled* (divided by the
-        scale factor, ready for the autoencoder's decode), and int64 ``[N]`` labels, class
-        by class (``n_per_class`` of class 0 first).
+        scale factor, plus the weights' :data:`OFFSET_KEY` when they were trained centred:
+        ready for the autoencoder's decode), and int64 ``[N]`` labels, class by class
+        (``n_per_class`` of class 0 first).
     """
     if not isinstance(n_per_class, int) or isinstance(n_per_class, bool) or n_per_class < 1:
         raise ValueError(f"n_per_class must be an int >= 1, got {n_per_class!r}")
@@ -377,6 +426,8 @@ def generate_class_conditional(
             )
             chunks.append(task.space.unscale(z).float().cpu())
     latents = torch.cat(chunks)
+    if OFFSET_KEY in weights.tensors:
+        latents = latents + weights[OFFSET_KEY].float()
     if not torch.isfinite(latents).all():
         raise ValueError("generated latents hold NaN or Inf: the model diverged")
     return latents, labels
@@ -387,6 +438,7 @@ __all__ = [
     "ClassConditionalParams",
     "ClassSamplingParams",
     "LatentLabelDataset",
+    "centred_latents",
     "backbone_for",
     "build_class_task",
     "check_latents_bundle",

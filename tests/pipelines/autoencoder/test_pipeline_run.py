@@ -105,6 +105,14 @@ def test_summary_reports_finite_reconstruction_quality_and_times(project: Path):
         assert {"psnr", "ssim", "mae"} <= set(metrics)
         assert all(math.isfinite(v) for v in metrics.values())
     assert models["autoencoder_2d"]["steps"] == 4  # two phases of two steps
+    check = summary["demo_checks"]["checks"]["reconstruction_vs_trilinear"]
+    assert check["status"] in ("passed", "failed")
+    assert check["autoencoder"]["psnr"] == pytest.approx(
+        models["patch_volume_stage2"]["validation_reconstruction"]["psnr"], abs=1e-4
+    )
+    assert check["compression"]["factor_per_axis"] == 4 and math.isfinite(
+        check["trilinear"]["psnr"]
+    )
     for name in ("reconstructions_2d", "reconstructions_3d"):
         assert (project / f"data/08_reporting/autoencoder/{name}.png").is_file()
 
@@ -168,3 +176,14 @@ def test_latent_diffusion_3d_summary_reports_training_and_generation(latent_diff
     assert summary["generation"]["latent_shape"][0] == 2  # the test autoencoder's latent channels
     for name in ("generator.json", "generation.json", "generated_volumes.png"):
         assert (reporting / name).is_file()
+    checks = summary["demo_checks"]
+    assert checks["status"] in ("passed", "failed")
+    assert set(checks["checks"]) == {"brain_shape", "intensity_range", "diversity", "frechet_2p5d"}
+    frechet = checks["checks"]["frechet_2p5d"]
+    assert set(frechet["baselines"]) == {"gaussian_noise", "mean_plus_noise"}
+    assert frechet["n_generated"] == 2 and frechet["n_reference"] == 2
+    # the 2D chain's summary carries its own checks (a latent-space image model here)
+    summary_2d = json.loads(
+        (latent_diffusion_run / "data/08_reporting/latent_diffusion/summary.json").read_text()
+    )
+    assert set(summary_2d["demo_checks"]["checks"]) == {"frechet_2d", "lesion_contrast"}

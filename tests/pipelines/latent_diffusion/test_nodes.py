@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from medgen.datasets import TensorBundle
 from medgen.diffusion import build_task
 from medgen.generation import to_model_bundle
 from medgen.pipelines.latent_diffusion import nodes
@@ -138,11 +139,17 @@ def test_summary_contents():
         "files": {"nifti": 48},
         "seconds": 7.5,
     }
+    checks = base_parameters("latent_diffusion", "latent_diffusion", "demo_checks")
     summary = nodes.summarise_run(
         {"rflow_seg": lambda: report("rflow_seg", "masks", 0.2), "ddpm_seg": lambda: 1 / 0},
         {"rflow_bravo": lambda: report("rflow_bravo", "images", 0.1)},
-        generation,
+        {**generation, "lesion_contrast": {}},
+        {"rflow_bravo": lambda: TensorBundle({"images": torch.zeros(2, 1, 8, 8)})},
+        synthetic_slices(n=2),
+        synthetic_slices(n=2),
+        {**checks, "enabled": False},
     )
+    assert summary["demo_checks"] == {"status": "not run", "reason": "demo_checks.enabled is false"}
     assert summary["combinations"] == ["rflow_seg", "rflow_bravo"]
     assert summary["training"]["rflow_bravo"]["final_loss"] == 0.1
     assert summary["training"]["rflow_seg"]["steps"] == 10

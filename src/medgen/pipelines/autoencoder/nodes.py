@@ -11,7 +11,11 @@ from medgen.autoencoder import training_2d, training_3d
 from medgen.autoencoder.figures import reconstruction_figure
 from medgen.autoencoder.latents import Encoding2DParams, Encoding3DParams, encode_splits
 from medgen.autoencoder.loading import load_autoencoder
-from medgen.autoencoder.reports import autoencoder_summary, log_summary_to_mlflow
+from medgen.autoencoder.reports import (
+    autoencoder_summary,
+    log_summary_to_mlflow,
+    reconstruction_demo_checks,
+)
 from medgen.datasets import TensorBundle
 
 log = logging.getLogger(__name__)
@@ -106,9 +110,13 @@ def encode_volumes(
 
 
 def summarise_autoencoders(
-    report_2d: dict[str, Any], report_stage1: dict[str, Any], report_stage2: dict[str, Any]
+    report_2d: dict[str, Any],
+    report_stage1: dict[str, Any],
+    report_stage2: dict[str, Any],
+    volumes_val: TensorBundle,
 ) -> dict[str, Any]:
-    """``summary.json``: reconstruction quality and times of each model; also logged to MLflow."""
+    """``summary.json``: reconstruction quality and times of each model, the 3D model beside
+    trilinear down/up-sampling (demo check); also logged to MLflow."""
     summary = autoencoder_summary(
         {
             "autoencoder_2d": report_2d,
@@ -116,6 +124,7 @@ def summarise_autoencoders(
             "patch_volume_stage2": report_stage2,
         },
         runtime.seconds_since_run_start(),
+        reconstruction_demo_checks(report_stage2, volumes_val),
     )
     log_summary_to_mlflow(summary)
     return summary

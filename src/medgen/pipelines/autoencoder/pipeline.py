@@ -2,7 +2,8 @@
 
     2D: train_autoencoder_2d -> encode_slices (latents_2d_<split>, latent_space_2d)
     3D: stage 1 -> stage 2 (from the stage-1 weights, a catalog dataset) -> encode_volumes
-    summarise_autoencoders: data/08_reporting/autoencoder/summary.json
+    summarise_autoencoders: data/08_reporting/autoencoder/summary.json (with the 3D model's
+        demo check: PSNR / SSIM beside trilinear down/up-sampling)
 
 The 2D model and latent-space record feed latent_diffusion's latent space; the 3D model and
 latents feed latent_diffusion's 3D role (class-conditional volumes). See docs/autoencoder.md.
@@ -85,6 +86,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             "autoencoder.autoencoder_2d_report",
             "autoencoder.patch_volume_stage1_report",
             "autoencoder.patch_volume_stage2_report",
+            "volumes_3d_val",
         ],
         "autoencoder.summary",
         name="summarise_autoencoders",

@@ -19,7 +19,7 @@ from medgen import generation, runtime
 from medgen.autoencoder.loading import load_autoencoder
 from medgen.datasets import TensorBundle
 from medgen.diffusion import build_task
-from medgen.generation import figures, volumes_3d
+from medgen.generation import demo_checks, figures, volumes_3d
 from medgen.generation.class_conditional_3d import train_class_conditional_generator
 from medgen.training import TrainingConfig, lr_range_test
 
@@ -189,14 +189,33 @@ def generate_samples(
 
 
 def summarise_run(
-    mask_reports: Partitions, image_reports: Partitions, generation_report: dict[str, Any]
+    mask_reports: Partitions,
+    image_reports: Partitions,
+    generation_report: dict[str, Any],
+    samples: Partitions,
+    train: TensorBundle,
+    val: TensorBundle,
+    demo_check_params: dict[str, Any],
 ) -> dict[str, Any]:
-    """``summary.json`` for this run's two combinations."""
+    """``summary.json`` for this run's two combinations, with the demo checks of the images
+    (Fréchet distance beside trivial baselines, lesion contrast); the checks go to MLflow."""
+    image_combination = generation_report["image_combination"]
     trainings = [
         mask_reports[generation_report["mask_combination"]](),
-        image_reports[generation_report["image_combination"]](),
+        image_reports[image_combination](),
     ]
-    return generation.run_summary(trainings, generation_report, runtime.seconds_since_run_start())
+    checks = demo_checks.slice_demo_checks(
+        samples[image_combination](),
+        train,
+        val,
+        generation_report["lesion_contrast"],
+        demo_check_params,
+    )
+    demo_checks.log_demo_checks(checks, "latent_diffusion/demo_checks")
+    summary = generation.run_summary(
+        trainings, generation_report, runtime.seconds_since_run_start()
+    )
+    return {**summary, "demo_checks": checks}
 
 
 def train_volume_generator(
@@ -221,11 +240,19 @@ def generate_volumes(
 
 
 def summarise_volumes(
-    generator_report: dict[str, Any], generation_report: dict[str, Any]
+    generator_report: dict[str, Any],
+    generation_report: dict[str, Any],
+    samples: TensorBundle,
+    train: TensorBundle,
+    val: TensorBundle,
+    demo_check_params: dict[str, Any],
 ) -> dict[str, Any]:
-    """The 3D role's ``summary.json`` (training and generation); also logged to MLflow."""
+    """The 3D role's ``summary.json`` (training, generation and the demo checks of the
+    volumes: brain shape, intensities, 2.5D Fréchet distance); also logged to MLflow."""
+    checks = demo_checks.volume_demo_checks(samples, train, val, demo_check_params)
     summary = volumes_3d.volumes_summary(
         generator_report, generation_report, runtime.seconds_since_run_start()
     )
     volumes_3d.log_volumes_summary_to_mlflow(summary)
-    return summary
+    demo_checks.log_demo_checks(checks, "latent_diffusion_3d/demo_checks")
+    return {**summary, "demo_checks": checks}

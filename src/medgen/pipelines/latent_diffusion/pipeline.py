@@ -6,7 +6,8 @@ The 2D chain is two models, each built from the same template under its own name
     latent_diffusion.images  images conditioned on a mask (mode bravo | dual | t1_pre | t1_gd)
 
 then ``generate_samples`` draws masks with the first and images for exactly those masks
-with the second, and ``summarise_run`` writes summary.json. Which strategy and mode each
+with the second, and ``summarise_run`` writes summary.json with the demo checks of the
+images (`medgen.generation.demo_checks`). Which strategy and mode each
 role uses is a parameter (``latent_diffusion.shared.strategy``, ``latent_diffusion.images.mode``),
 so the graph is fixed and a run is selected with ``--params``; outputs are partitioned by
 ``<strategy>_<mode>``. The LR range test nodes carry the tag ``lr_finder`` and do nothing
@@ -95,7 +96,15 @@ def chain_generation_pipeline() -> Pipeline:
             ),
             node(
                 nodes.summarise_run,
-                ["mask_training_report", "image_training_report", "generation_report"],
+                [
+                    "mask_training_report",
+                    "image_training_report",
+                    "generation_report",
+                    "samples",
+                    "slices_2d_train",
+                    "slices_2d_val",
+                    "params:demo_checks",
+                ],
                 "summary",
                 name="summarise_run",
             ),
@@ -107,6 +116,7 @@ def chain_generation_pipeline() -> Pipeline:
         namespace="latent_diffusion",
         # the models and reports come from the role namespaces above
         inputs={
+            "slices_2d_train": "slices_2d_train",
             "slices_2d_val": "slices_2d_val",
             **{name: name for name in AUTOENCODER_INPUTS},
             "mask_model": "latent_diffusion.masks.model",
@@ -143,7 +153,14 @@ def volumes_pipeline() -> Pipeline:
             ),
             node(
                 nodes.summarise_volumes,
-                ["generator_report", "generation_report"],
+                [
+                    "generator_report",
+                    "generation_report",
+                    "samples",
+                    "volumes_3d_train",
+                    "volumes_3d_val",
+                    "params:demo_checks",
+                ],
                 "summary",
                 name="summarise_volumes",
                 tags=["generation"],
@@ -155,7 +172,7 @@ def volumes_pipeline() -> Pipeline:
         template,
         namespace="latent_diffusion.volumes",
         # the autoencoder pipeline's 3D latents and model, data_processing's real volumes
-        inputs={"latents_3d_train", "autoencoder.model_3d", "volumes_3d_val"},
+        inputs={"latents_3d_train", "autoencoder.model_3d", "volumes_3d_train", "volumes_3d_val"},
     )
 
 
