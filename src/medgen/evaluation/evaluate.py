@@ -12,6 +12,7 @@ from medgen.evaluation.context import EvaluationContext, held_out_reference, sel
 from medgen.evaluation.evaluators import kind_of
 from medgen.evaluation.networks import feature_network_from_bundle
 from medgen.evaluation.params import ON_MISSING_WEIGHTS, ScoringParams
+from medgen.evaluation.pipeline_reports import pipeline_report_entry
 from medgen.evaluation.records import SCHEMA_VERSION
 from medgen.evaluation.sources import GeneratedSource, collect_sources
 from medgen.metrics import LPIPSScorer, MissingWeightsError, build_backbone, in_domain_backbone
@@ -53,9 +54,12 @@ def _describe_backbone(backbone: Any) -> dict[str, Any]:
     return {"status": "ok", "name": backbone.name, "mode": backbone.mode}
 
 
-def _evaluate_source(source: GeneratedSource, ctx: EvaluationContext) -> dict[str, Any]:
+def _evaluate_source(
+    source: GeneratedSource, ctx: EvaluationContext, summaries: Mapping[str, Any]
+) -> dict[str, Any]:
     """One source's metrics.json entry; status ``failed`` (with every failure's reason)
-    when a metric or the evaluator itself failed."""
+    when a metric or the evaluator itself failed. A source its own pipeline scores (3D
+    volumes, inpainting) takes its records from that pipeline's summary."""
     entry = {
         "source": source.name,
         "pipeline": source.pipeline,
@@ -64,6 +68,8 @@ def _evaluate_source(source: GeneratedSource, ctx: EvaluationContext) -> dict[st
         "metadata": source.metadata,
     }
     kind = kind_of(source)
+    if kind is None and summaries.get(source.pipeline) is not None:
+        return pipeline_report_entry(source.pipeline, summaries[source.pipeline], entry)
     if kind is None:
         logger.warning("evaluation: no evaluator for %s (shape %s)", source.name, entry["shape"])
         return {**entry, "status": "no evaluator", "kind": None, "metrics": []}
@@ -90,8 +96,13 @@ def evaluate_sources(
     feature_network: TensorBundle,
     params: ScoringParams | Mapping[str, Any],
     seed: int,
+    summaries: Mapping[str, Mapping[str, Any] | None] | None = None,
 ) -> dict[str, Any]:
     """Metrics for every generated source present; absent expected sources are listed as such.
+
+    ``summaries``: the summaries of the pipelines that score their own outputs, by source
+    pipeline (`medgen.evaluation.pipeline_reports.SUMMARY_OF`); a source or an expected
+    pipeline with one is recorded from it.
 
     ``reference``: the held-out split bundles by name (``{"val": ..., "test": ...}``, joined
     by `held_out_reference` in ``params.reference_splits`` order) or one bundle.
@@ -120,7 +131,15 @@ def evaluate_sources(
         seed=seed,
     )
     sources, absent = collect_sources(partitions, params.expected_sources)
-    entries = [_evaluate_source(source, ctx) for source in sources]
+    summaries = {k: v for k, v in (summaries or {}).items() if v is not None}
+    entries = [_evaluate_source(source, ctx, summaries) for source in sources]
+    for note in list(absent):
+        if note["source"] in summaries:  # scored by its pipeline, no samples file needed
+            absent.remove(note)
+            identity = {"source": note["source"], "pipeline": note["source"]}
+            entries.append(
+                pipeline_report_entry(note["source"], summaries[note["source"]], identity)
+            )
     failures = [f"{e['source']}: {reason}" for e in entries for reason in e.get("failures", [])]
     network = feature_network.metadata
     logger.info("evaluation: %d sources in %.1f s", len(entries), time.perf_counter() - start)

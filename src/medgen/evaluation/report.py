@@ -84,7 +84,12 @@ def record_row(r: Mapping[str, Any]) -> list[Any]:
     floor = r.get("floor")
     if r["status"] == "ok" and floor is None and d.get("no_floor"):
         floor = f"no floor: {d['no_floor']}"
-    status = r["status"] if r["status"] == "ok" else f"{r['status']}: {d.get('message', '')}"
+    if r["status"] == "ok":
+        status = "ok"
+    elif r["status"] == "missing_weights":  # the message is given once, above the sources
+        status = "missing weights (see Feature networks)"
+    else:
+        status = f"{r['status']}: {d.get('message', '')}"
     n = f"{r.get('n_generated')} / {r.get('n_real')}" if r["status"] == "ok" else ""
     return [
         r["metric"],
@@ -97,6 +102,32 @@ def record_row(r: Mapping[str, Any]) -> list[Any]:
         mode,
         status,
     ]
+
+
+def headline_record(entry: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The number a source is summed up by: its in-domain FID when it has one, else its
+    first measured record, else its first record."""
+    records = entry.get("metrics") or []
+    ok = [r for r in records if r["status"] == "ok"]
+    fid = [r for r in ok if r["metric"] == "fid"]
+    return (fid or ok or records or [None])[0]
+
+
+def summary_table(sources: Sequence[Mapping[str, Any]]) -> str:
+    """The first screen: one row per source with its headline number beside its floor."""
+    rows = []
+    for entry in sources:
+        record = headline_record(entry)
+        if record is None:
+            rows.append([entry["source"], entry["status"], "", "", "", "", entry.get("note", "")])
+            continue
+        row = record_row(record)
+        measured = (
+            f"{sum(r['status'] == 'ok' for r in entry['metrics'])} of {len(entry['metrics'])}"
+        )
+        rows.append([entry["source"], entry["status"], row[0], row[2], row[3], measured, row[8]])
+    header = ("source", "status", "headline metric", "value", "floor", "metrics measured", "note")
+    return _table(rows, header)
 
 
 def metrics_table(records: Sequence[Mapping[str, Any]]) -> str:
@@ -136,9 +167,19 @@ def _source_section(
         )
         if key in meta
     )
+    counts = (
+        f"{entry['n_generated']} generated, shape {_text(entry['shape'])}; "
+        if "n_generated" in entry
+        else ""
+    )
+    read_from = (
+        f"; numbers read from <code>{_text(entry['read_from'])}</code>"
+        if entry.get("read_from")
+        else ""
+    )
     parts = [
         f"<h3>{_text(name)}</h3>",
-        f"<p>kind {_text(entry.get('kind'))}; {entry['n_generated']} generated, shape {_text(entry['shape'])}; {facts}</p>",
+        f"<p>kind {_text(entry.get('kind'))}{read_from}; {counts}{facts}</p>",
     ]
     if entry["status"] == "failed":
         parts.append(
@@ -152,7 +193,7 @@ def _source_section(
         return "".join(parts)
     parts.append(metrics_table(entry["metrics"]))
     parts.append(_img(metric_bars(entry["metrics"], name), f"{name}: metrics vs real floor"))
-    if source is not None:
+    if source is not None and source.images.ndim == 4:  # 2D: the grid beside real slices
         parts.append(
             "<p>Sample grid: generated channels (top), conditioning masks, real reference slices "
             "resized to the generated size (bottom).</p>"
@@ -250,6 +291,8 @@ def build_report(
     body = [
         "<h1>medgen evaluation</h1>",
         _failures(metrics),
+        "<h2>Summary</h2>",
+        summary_table(metrics["sources"]),
         "<p>Every value names its backbone and sample counts and sits next to its real floor: "
         "the same metric measured between two patient-disjoint halves of the real data (FID) or on real "
         "data at the same n (diversity), or the segmenter's Dice on real images (fidelity). "

@@ -41,10 +41,17 @@ def evaluate_generated_sources(
     seed: int,
 ) -> dict[str, Any]:
     """Score every generated source present and log the numbers to MLflow."""
-    # The four summaries are not used here: they are inputs only so that Kedro runs this
-    # node after the producing pipelines in `kedro run` (see pipeline.py).
+    # latent_diffusion.summary is an input only so that Kedro runs this node after the 2D
+    # chain (see pipeline.py); the other three pipelines score their own outputs.
     reference = {"val": reference_val, "test": reference_test}
-    metrics = evaluate_sources(samples, reference, train, feature_network, params, seed)
+    summaries = {
+        "latent_diffusion_3d": volumes_summary,
+        "inpainting": inpainting_summary,
+        "text2image_rlhf": text2image_summary,
+    }
+    metrics = evaluate_sources(
+        samples, reference, train, feature_network, params, seed, summaries=summaries
+    )
     log_to_mlflow(metrics)
     return metrics
 

@@ -1,0 +1,166 @@
+"""Sources their own pipeline scores (3D volumes, inpainting, text2image) in metrics.json and
+on the report's first screen."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import torch
+from evaluation_helpers import TINY_SCORING, generated_bundle, partitions, real_slices
+
+from medgen.datasets import TensorBundle
+from medgen.evaluation import build_report, collect_sources, evaluate_sources
+from medgen.evaluation.pipeline_reports import pipeline_report_entry
+from medgen.evaluation.report import headline_record
+
+VOLUMES = {
+    "generation": {"n_volumes": 4},
+    "demo_checks": {
+        "status": "failed",
+        "checks": {
+            "frechet_2p5d": {
+                "status": "passed",
+                "criterion": "Fréchet distance <= 0.8 x the best trivial baseline's",
+                "generated": 3.5,
+                "baselines": {"gaussian_noise": 40.0, "mean_plus_noise": 12.0},
+                "real_floor": 1.25,
+                "n_generated": 4,
+                "n_reference": 6,
+                "backbone": "in_domain (trained for the demo checks)",
+            },
+            "brain_shape": {"status": "passed", "min_generated_dice": 0.91, "real_dice_mean": 0.95},
+            "diversity": {"status": "failed", "ratio": 0.31, "n_generated": 4},
+        },
+    },
+}
+INPAINTING = {
+    "scorer": "leaderboard",
+    "n_cases": 6,
+    "n_patients": 3,
+    "headline": {"best_baseline_by_ssim": "mean_fill"},
+    "table": {
+        "diffusion": {"ssim": {"mean": 0.61}, "psnr": {"mean": 18.0}, "mse": {"mean": 0.02}},
+        "mean_fill": {"ssim": {"mean": 0.55}, "psnr": {"mean": 16.0}, "mse": {"mean": 0.03}},
+    },
+}
+SWAP = {"n_negative": 20, "auroc": 0.7, "balanced_auroc": 0.6, "chance_sd": 0.05}
+STAGE = {
+    "n_images": 8,
+    "proxy": {"reward": 0.4, "selector": 0.5, "policy": 0.3},
+    "oracle": {"quality": 0.45, "attribute_agreement": 0.6},
+    "frechet_to_real_heldout": {"value": 2.0, "n_a": 8, "n_b": 8, "d": 4},
+}
+TEXT2IMAGE = {
+    "prompt_agreement": {"attributes": {"modality": {"generated": {"agreement": 0.8}}}},
+    "rlhf": {
+        "selector_auroc": {
+            "vs_ratings": 0.9,
+            "vs_oracle": 0.88,
+            "shuffled_control_vs_ratings": 0.5,
+        },
+        "alignment_auroc": {"modality_swap": SWAP, "shuffled": {"auroc": 0.9, "n_negative": 20}},
+        "proxy_vs_oracle_gaps": {"reinforced": {"quality_gap": 0.12}},
+    },
+    "stages": {
+        "stages": {
+            "start": STAGE,
+            "reinforced": {
+                **STAGE,
+                "frechet_to_real_heldout": {"status": "failed", "reason": "n=3 <= d=8"},
+            },
+        },
+        "real_heldout_reference": {
+            "oracle_quality": 0.9,
+            "frechet_real_train_vs_heldout": {"value": 0.5},
+        },
+    },
+    "best_of_n": {"acceptance_rate": 0.25},
+}
+
+
+def _by_metric(entry):
+    return {r["metric"]: r for r in entry["metrics"]}
+
+
+def test_volume_records_keep_the_floor_baselines_and_check_status():
+    entry = pipeline_report_entry("latent_diffusion_3d", VOLUMES, {"source": "latent_diffusion_3d"})
+    records = _by_metric(entry)
+    fd = records["frechet_2p5d"]
+    assert (fd["status"], fd["value"], fd["floor"]) == ("ok", 3.5, 1.25)
+    assert fd["details"]["baselines"]["mean_plus_noise"] == 12.0 and fd["n_real"] == 6
+    assert records["brain_shape_dice_min"]["value"] == 0.91
+    assert records["diversity_ratio"]["details"]["check"] == "failed"
+    # a demo check that fails is a result, not a failed evaluation
+    assert (
+        entry["status"] == "evaluated" and entry["read_from"] == "latent_diffusion.volumes.summary"
+    )
+
+
+def test_inpainting_records_give_the_learned_method_with_every_other_in_details():
+    records = _by_metric(pipeline_report_entry("inpainting", INPAINTING, {"source": "inpainting"}))
+    ssim = records["masked_ssim"]
+    assert ssim["value"] == 0.61 and ssim["details"]["methods"]["mean_fill"] == 0.55
+    assert records["masked_mse"]["details"]["higher_is_better"] is False
+    assert ssim["n_generated"] == 6 and ssim["details"]["n_patients"] == 3
+
+
+def test_text2image_records_per_stage_and_a_missing_number_fails_with_the_reason():
+    entry = pipeline_report_entry("text2image_rlhf", TEXT2IMAGE, {"source": "text2image_rlhf"})
+    records = _by_metric(entry)
+    assert records["prompt_attribute_agreement"]["value"] == 0.8
+    assert records["selector_auroc_vs_oracle"]["details"]["shuffled_label_control"] == 0.5
+    assert records["policy_auroc/modality_swap"]["value"] == 0.6  # the balanced one
+    assert records["start/frechet_in_domain"]["floor"] == 0.5
+    assert records["reinforced/quality_gap"]["value"] == 0.12
+    assert records["best_of_n_acceptance_rate"]["value"] == 0.25
+    failed = records["reinforced/frechet_in_domain"]
+    assert failed["status"] == "failed" and "n=3 <= d=8" in failed["details"]["message"]
+    assert entry["status"] == "failed" and any("n=3 <= d=8" in f for f in entry["failures"])
+
+
+def test_a_malformed_summary_fails_its_source_naming_the_summary():
+    broken = copy.deepcopy(INPAINTING)
+    broken["table"] = ["not", "a", "table"]
+    entry = pipeline_report_entry("inpainting", broken, {"source": "inpainting"})
+    assert entry["status"] == "failed" and "inpainting.summary" in entry["failures"][0]
+
+
+def test_summaries_replace_no_evaluator_and_not_present(real, feature_network):
+    volumes = TensorBundle({"images": torch.rand(2, 2, 8, 8, 8) * 2 - 1})
+    samples = partitions(ddpm_bravo=generated_bundle("bravo"))
+    samples["latent_diffusion_3d"] = lambda: volumes
+    scoring = {**TINY_SCORING, "expected_sources": ["latent_diffusion", "text2image_rlhf"]}
+    without = evaluate_sources(samples, real["test"], real["train"], feature_network, scoring, 0)
+    statuses = {e["source"]: e["status"] for e in without["sources"]}
+    assert statuses["latent_diffusion_3d"] == "no evaluator"
+    assert statuses["text2image_rlhf"] == "not present"
+
+    summaries = {"latent_diffusion_3d": VOLUMES, "text2image_rlhf": TEXT2IMAGE, "inpainting": None}
+    metrics = evaluate_sources(
+        samples, real["test"], real["train"], feature_network, scoring, 0, summaries=summaries
+    )
+    entries = {e["source"]: e for e in metrics["sources"]}
+    assert entries["latent_diffusion_3d"]["kind"] == "pipeline_report"
+    assert entries["latent_diffusion_3d"]["n_generated"] == 2  # the samples' own identity
+    assert entries["text2image_rlhf"]["kind"] == "pipeline_report"
+
+    sources, _ = collect_sources(samples, [])
+    page = build_report(metrics, sources, real_slices(16, seed=5), None, grid_samples=2)
+    first_screen = page[: page.index("<h2>Feature networks</h2>")]
+    for source in ("latent_diffusion/ddpm_bravo", "latent_diffusion_3d", "text2image_rlhf"):
+        assert source in first_screen
+    assert "frechet_2p5d" in first_screen
+    text = re.sub(r"data:image/png;base64,[^\"]+", "", page)
+    assert not re.search(r"\bnan\b", text, re.IGNORECASE)
+
+
+def test_the_headline_is_the_in_domain_fid_when_there_is_one():
+    records = [
+        {"metric": "lpips_diversity", "status": "ok"},
+        {"metric": "fid", "status": "missing_weights"},
+        {"metric": "fid", "status": "ok", "backbone": "in_domain"},
+    ]
+    assert headline_record({"metrics": records})["backbone"] == "in_domain"
+    assert headline_record({"metrics": records[:2]})["metric"] == "lpips_diversity"
+    assert headline_record({"metrics": []}) is None
