@@ -85,6 +85,18 @@ def test_nothing_passes_an_impossible_threshold_and_every_attempt_is_made(genera
     assert "unfiltered_baseline_mean" in report
 
 
+def test_a_candidate_the_policy_rejects_does_not_end_its_prompts_attempts(
+    generator_and_tokenizer,
+):
+    generator, tokenizer = generator_and_tokenizer
+    # every candidate passes the Selector, none the Policy: each prompt uses all N attempts
+    reward = MeanIntensityReward(selector_threshold=0.0, policy_threshold=1.01)
+    files, _, report = best_of_n(generator, tokenizer, PROMPTS, reward, params())
+    assert report["attempts"] == 3 * len(PROMPTS)
+    assert report["candidates_passing_selector"] == 3 * len(PROMPTS)
+    assert report["candidates_accepted"] == 0 and report["acceptance_rate"] == 0.0 and not files
+
+
 def test_modality_labels_and_names():
     assert modality_label(PROMPTS[1]) == "T1_post-gadolinium"
     assert modality_label("no grammar here") == "image"

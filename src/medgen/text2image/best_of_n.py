@@ -1,6 +1,10 @@
 """Quality-filtered generation (best-of-N): up to N attempts per prompt, keep the candidates the
 Selector passes, rank them by the Policy, name each file by the scores it claims.
 
+A candidate is accepted when it reaches both thresholds (``text2image.reward``); a prompt gets
+further attempts until ``keep_per_prompt`` candidates were accepted or N are spent, so a
+Policy threshold never ends a prompt's attempts early.
+
 Attempt ``a`` of every prompt starts from the noise of seed ``(seed, a)``, so attempt 0 is the
 unfiltered baseline ("take the first image") scored the same way beside the filtered set.
 Files: ``<Modality>_<i>_selector_<s>_policy_<p>.png`` with the modality's caption name
@@ -80,6 +84,7 @@ def best_of_n(
     baseline: list[dict[str, torch.Tensor]] = []
     attempts_per_prompt = [0] * len(prompts)
     passing: list[list[dict[str, Any]]] = [[] for _ in prompts]
+    passed_selector = 0
     for attempt in range(params.attempts):
         open_prompts = [i for i in range(len(prompts)) if len(passing[i]) < params.keep_per_prompt]
         if not open_prompts:
@@ -99,7 +104,9 @@ def best_of_n(
             baseline.append({**scores, "images": images})
         for j, i in enumerate(open_prompts):
             attempts_per_prompt[i] += 1
-            if float(scores["selector"][j]) >= thresholds.selector_threshold:
+            selector_ok = float(scores["selector"][j]) >= thresholds.selector_threshold
+            passed_selector += selector_ok
+            if selector_ok and float(scores["policy"][j]) >= thresholds.policy_threshold:
                 passing[i].append(
                     {
                         "image": images[j],
@@ -110,9 +117,7 @@ def best_of_n(
                     }
                 )
     for candidates in passing:
-        ranked = sorted(candidates, key=lambda c: -c["policy"])
-        above = [c for c in ranked if c["policy"] >= thresholds.policy_threshold]
-        kept.extend(above[: params.keep_per_prompt])
+        kept.extend(sorted(candidates, key=lambda c: -c["policy"])[: params.keep_per_prompt])
     files = {}
     for index, item in enumerate(kept):
         name = file_name(item["prompt"], index, item["selector"], item["policy"])
@@ -124,7 +129,8 @@ def best_of_n(
         "attempts_per_prompt_max": params.attempts,
         "prompts": len(prompts),
         "attempts": attempts,
-        "candidates_passing_selector": sum(len(c) for c in passing),
+        "candidates_passing_selector": int(passed_selector),
+        "candidates_accepted": sum(len(c) for c in passing),
         "kept": len(kept),
         "acceptance_rate": round(sum(len(c) for c in passing) / max(attempts, 1), 4),
         "prompts_with_a_kept_image": sum(
