@@ -130,25 +130,37 @@ def test_summaries_replace_no_evaluator_and_not_present(real, feature_network):
     volumes = TensorBundle({"images": torch.rand(2, 2, 8, 8, 8) * 2 - 1})
     samples = partitions(ddpm_bravo=generated_bundle("bravo"))
     samples["latent_diffusion_3d"] = lambda: volumes
-    scoring = {**TINY_SCORING, "expected_sources": ["latent_diffusion", "text2image_rlhf"]}
+    # text2image's prompt images: 2D, but no real modality names (no 2D evaluator, no grid)
+    samples["text2image_rlhf/best_of_n"] = lambda: TensorBundle({"images": torch.rand(3, 1, 8, 8)})
+    scoring = {**TINY_SCORING, "expected_sources": ["latent_diffusion", "inpainting"]}
     without = evaluate_sources(samples, real["test"], real["train"], feature_network, scoring, 0)
     statuses = {e["source"]: e["status"] for e in without["sources"]}
     assert statuses["latent_diffusion_3d"] == "no evaluator"
-    assert statuses["text2image_rlhf"] == "not present"
+    assert statuses["text2image_rlhf/best_of_n"] == "no evaluator"
+    assert statuses["inpainting"] == "not present"
 
-    summaries = {"latent_diffusion_3d": VOLUMES, "text2image_rlhf": TEXT2IMAGE, "inpainting": None}
+    summaries = {
+        "latent_diffusion_3d": VOLUMES,
+        "text2image_rlhf": TEXT2IMAGE,
+        "inpainting": INPAINTING,
+    }
     metrics = evaluate_sources(
         samples, real["test"], real["train"], feature_network, scoring, 0, summaries=summaries
     )
     entries = {e["source"]: e for e in metrics["sources"]}
     assert entries["latent_diffusion_3d"]["kind"] == "pipeline_report"
     assert entries["latent_diffusion_3d"]["n_generated"] == 2  # the samples' own identity
-    assert entries["text2image_rlhf"]["kind"] == "pipeline_report"
+    assert entries["text2image_rlhf/best_of_n"]["kind"] == "pipeline_report"
+    # a pipeline with a summary but no samples file gets its entry from the summary alone
+    assert (
+        entries["inpainting"]["kind"] == "pipeline_report"
+        and "n_generated" not in entries["inpainting"]
+    )
 
     sources, _ = collect_sources(samples, [])
     page = build_report(metrics, sources, real_slices(16, seed=5), None, grid_samples=2)
     first_screen = page[: page.index("<h2>Feature networks</h2>")]
-    for source in ("latent_diffusion/ddpm_bravo", "latent_diffusion_3d", "text2image_rlhf"):
+    for source in ("ddpm_bravo", "latent_diffusion_3d", "text2image_rlhf/best_of_n", "inpainting"):
         assert source in first_screen
     assert "frechet_2p5d" in first_screen
     text = re.sub(r"data:image/png;base64,[^\"]+", "", page)

@@ -193,7 +193,8 @@ def _source_section(
         return "".join(parts)
     parts.append(metrics_table(entry["metrics"]))
     parts.append(_img(metric_bars(entry["metrics"], name), f"{name}: metrics vs real floor"))
-    if source is not None and source.images.ndim == 4:  # 2D: the grid beside real slices
+    # a 2D source this pipeline scored: its grid beside real slices of the same modalities
+    if source is not None and entry.get("kind") != "pipeline_report":
         parts.append(
             "<p>Sample grid: generated channels (top), conditioning masks, real reference slices "
             "resized to the generated size (bottom).</p>"
