@@ -12,7 +12,7 @@ from evaluation_helpers import TINY_SCORING, generated_bundle, partitions, real_
 from medgen.datasets import TensorBundle
 from medgen.evaluation import build_report, collect_sources, evaluate_sources
 from medgen.evaluation.pipeline_reports import pipeline_report_entry
-from medgen.evaluation.report import headline_record
+from medgen.evaluation.report import headline_record, summary_table
 
 VOLUMES = {
     "generation": {"n_volumes": 4},
@@ -103,6 +103,12 @@ def test_inpainting_records_give_the_learned_method_with_every_other_in_details(
     assert ssim["value"] == 0.61 and ssim["details"]["methods"]["mean_fill"] == 0.55
     assert records["masked_mse"]["details"]["higher_is_better"] is False
     assert ssim["n_generated"] == 6 and ssim["details"]["n_patients"] == 3
+    assert ssim["details"]["baseline"] == {"name": "mean_fill", "value": 0.55}
+    entry = {"metrics": list(records.values())}
+    assert headline_record(entry) is ssim  # the pipeline's headline, not the first record
+    assert "baseline mean_fill: 0.55" in summary_table(
+        [{"source": "inpainting", "status": "evaluated", **entry}]
+    )
 
 
 def test_text2image_records_per_stage_and_a_missing_number_fails_with_the_reason():
@@ -114,6 +120,7 @@ def test_text2image_records_per_stage_and_a_missing_number_fails_with_the_reason
     assert records["start/frechet_in_domain"]["floor"] == 0.5
     assert records["reinforced/quality_gap"]["value"] == 0.12
     assert records["best_of_n_acceptance_rate"]["value"] == 0.25
+    assert headline_record(entry)["metric"] == "reinforced/oracle_quality"  # the final stage
     failed = records["reinforced/frechet_in_domain"]
     assert failed["status"] == "failed" and "n=3 <= d=8" in failed["details"]["message"]
     assert entry["status"] == "failed" and any("n=3 <= d=8" in f for f in entry["failures"])

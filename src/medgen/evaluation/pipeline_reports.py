@@ -72,6 +72,7 @@ def volume_records(summary: Summary) -> Records:
             check=fd.get("status"),
             criterion=fd.get("criterion"),
             reason=fd.get("reason"),
+            headline=True,
             n_generated=fd.get("n_generated", n),
             n_real=fd.get("n_reference"),
         ),
@@ -108,13 +109,16 @@ def inpainting_records(summary: Summary) -> Records:
     for metric in ("ssim", "psnr", "mse"):
         means = {m: row.get(metric, {}).get("mean") for m, row in table.items()}
         learned = means.get("diffusion")
+        best = headline.get("best_baseline_by_ssim")
         records.append(
             _record(
                 f"masked_{metric}",
                 learned,
                 f"none (BraTS local-synthesis scorer, {scorer} variant)",
                 methods=means,
-                best_baseline_by_ssim=headline.get("best_baseline_by_ssim"),
+                best_baseline_by_ssim=best,
+                baseline=None if best is None else {"name": best, "value": means.get(best)},
+                headline=metric == "ssim",
                 higher_is_better=metric != "mse",
                 n_generated=summary.get("n_cases"),
                 n_real=summary.get("n_cases"),
@@ -195,6 +199,7 @@ def text2image_records(summary: Summary) -> Records:
                 "simulated-quality oracle (not trained)",
                 floor=reference.get("oracle_quality"),
                 floor_meaning="the oracle on real held-out images",
+                headline=name == list(stages["stages"])[-1],  # the final generator
                 proxy=stage.get("proxy"),
                 attribute_agreement=oracle.get("attribute_agreement"),
                 n_generated=stage.get("n_images"),

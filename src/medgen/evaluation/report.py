@@ -105,12 +105,21 @@ def record_row(r: Mapping[str, Any]) -> list[Any]:
 
 
 def headline_record(entry: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The number a source is summed up by: its in-domain FID when it has one, else its
-    first measured record, else its first record."""
+    """The number a source is summed up by: the record its pipeline marked as the headline,
+    else its in-domain FID, else its first measured record, else its first record."""
     records = entry.get("metrics") or []
+    marked = [r for r in records if (r.get("details") or {}).get("headline")]
     ok = [r for r in records if r["status"] == "ok"]
     fid = [r for r in ok if r["metric"] == "fid"]
-    return (fid or ok or records or [None])[0]
+    return (marked or fid or ok or records or [None])[0]
+
+
+def _comparison(record: Mapping[str, Any], floor: Any) -> str:
+    """The floor, or the best trivial baseline where a source has no real-vs-real floor."""
+    baseline = (record.get("details") or {}).get("baseline")
+    if floor is None and isinstance(baseline, Mapping):
+        return f"baseline {baseline.get('name')}: {_text(baseline.get('value'))}"
+    return _text(floor)
 
 
 def summary_table(sources: Sequence[Mapping[str, Any]]) -> str:
@@ -125,8 +134,20 @@ def summary_table(sources: Sequence[Mapping[str, Any]]) -> str:
         measured = (
             f"{sum(r['status'] == 'ok' for r in entry['metrics'])} of {len(entry['metrics'])}"
         )
-        rows.append([entry["source"], entry["status"], row[0], row[2], row[3], measured, row[8]])
-    header = ("source", "status", "headline metric", "value", "floor", "metrics measured", "note")
+        rows.append(
+            [
+                entry["source"],
+                entry["status"],
+                row[0],
+                row[2],
+                _comparison(record, row[3]),
+                measured,
+                row[8],
+            ]
+        )
+    header = (
+        "source", "status", "headline metric", "value", "floor / baseline", "metrics measured", "note",
+    )  # fmt: skip
     return _table(rows, header)
 
 
