@@ -72,23 +72,44 @@ class TimestepBins:
         return [s / c if c else None for s, c in zip(sums, counts, strict=True)], counts
 
 
-class LossByTimestep(DiagnosticCallback):
-    """``timestep_loss/<bin>`` every N epochs and a bins × epochs heatmap at the end."""
+class _LossObserver(DiagnosticCallback):
+    """A diagnostic fed by the task's per-sample loss details: ``config_key`` names its
+    ``training.logging`` block; when enabled it registers :meth:`observe` with the source."""
+
+    config_key = ""
 
     def __init__(self, source: Any, sink: DiagnosticsSink | None = None) -> None:
         super().__init__(sink)
         self.source = source
-        self.columns: list[tuple[str, list[float | None]]] = []
 
     def on_train_start(self, trainer: Trainer) -> None:
-        self.cfg = trainer.config.logging.timestep_losses
+        self.cfg = getattr(trainer.config.logging, self.config_key)
         if not self.cfg.enabled:
             return
         self.start(trainer)
-        self.bins = TimestepBins(self.cfg.bins)
-        self.labels = list(self.source.time_bin_labels(self.cfg.bins))
+        self.prepare()
         self.source.add_loss_observer(self.observe)
         self.active = True
+
+    def prepare(self) -> None:
+        """Set-up once the block is known (nothing by default)."""
+
+    def observe(self, details: Any) -> None:
+        raise NotImplementedError
+
+
+class LossByTimestep(_LossObserver):
+    """``timestep_loss/<bin>`` every N epochs and a bins × epochs heatmap at the end."""
+
+    config_key = "timestep_losses"
+
+    def __init__(self, source: Any, sink: DiagnosticsSink | None = None) -> None:
+        super().__init__(source, sink)
+        self.columns: list[tuple[str, list[float | None]]] = []
+
+    def prepare(self) -> None:
+        self.bins = TimestepBins(self.cfg.bins)
+        self.labels = list(self.source.time_bin_labels(self.cfg.bins))
 
     def observe(self, details: Any) -> None:
         if _training_loss(self):
@@ -126,23 +147,16 @@ class LossByTimestep(DiagnosticCallback):
         self.active = False
 
 
-class RegionalLoss(DiagnosticCallback):
+class RegionalLoss(_LossObserver):
     """``region_loss/inside``, ``/outside`` and ``/inside_to_outside`` every N epochs: the
     loss per voxel inside the mask the source reports (lesion, inpainting region) and outside,
     pooled over the epoch's samples."""
 
-    def __init__(self, source: Any, sink: DiagnosticsSink | None = None) -> None:
-        super().__init__(sink)
-        self.source = source
-        self.sums: torch.Tensor | None = None  # inside sum, inside count, outside sum, count
+    config_key = "regional_losses"
 
-    def on_train_start(self, trainer: Trainer) -> None:
-        self.cfg = trainer.config.logging.regional_losses
-        if not self.cfg.enabled:
-            return
-        self.start(trainer)
-        self.source.add_loss_observer(self.observe)
-        self.active = True
+    def __init__(self, source: Any, sink: DiagnosticsSink | None = None) -> None:
+        super().__init__(source, sink)
+        self.sums: torch.Tensor | None = None  # inside sum, inside count, outside sum, count
 
     def observe(self, details: Any) -> None:
         if not _training_loss(self) or details.region_sums is None:
@@ -184,7 +198,7 @@ class RegionalLoss(DiagnosticCallback):
         self.active = False
 
 
-class WorstBatch(DiagnosticCallback):
+class WorstBatch(_LossObserver):
     """The highest-mean-loss training micro-batch since the last report, drawn with each
     sample's timestep and loss (``worst_batch_epoch_<e>.png``), and ``worst_batch_loss``.
 
@@ -192,18 +206,11 @@ class WorstBatch(DiagnosticCallback):
     engine synchronises on every step's loss anyway); a new worst batch is copied to the CPU.
     """
 
-    def __init__(self, source: Any, sink: DiagnosticsSink | None = None) -> None:
-        super().__init__(sink)
-        self.source = source
-        self.worst: dict[str, Any] | None = None
+    config_key = "worst_batch"
 
-    def on_train_start(self, trainer: Trainer) -> None:
-        self.cfg = trainer.config.logging.worst_batch
-        if not self.cfg.enabled:
-            return
-        self.start(trainer)
-        self.source.add_loss_observer(self.observe)
-        self.active = True
+    def __init__(self, source: Any, sink: DiagnosticsSink | None = None) -> None:
+        super().__init__(source, sink)
+        self.worst: dict[str, Any] | None = None
 
     def observe(self, details: Any) -> None:
         if not _training_loss(self):
