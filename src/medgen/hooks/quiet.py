@@ -6,6 +6,9 @@ Each is named with why it is harmless; anything else still shows.
   kedro-mlflow register their resolvers with it; nothing the project can change.
 * ``Add type hints to the `predict` method`` (mlflow): kedro-mlflow's pipeline model class,
   defined when the plugin is imported; medgen logs no pyfunc models.
+* ``The parameter 'pretrained' is deprecated`` and ``Arguments other than a weight enum``
+  (torchvision 0.13+): the lpips package builds its AlexNet/VGG trunk with the old
+  ``pretrained=`` argument; medgen passes the weights it has (or none) and says which.
 * ``One or more dataset names contain '.'`` (Kedro): the catalog names datasets
   ``<pipeline>.<name>`` on purpose (kedro-viz groups them; docs/architecture.md).
 * ``'validation.label_values.mask-\\d+' is not a valid name for a mlflow paramter``
@@ -23,6 +26,8 @@ WARNINGS = (
     (r"register_new_resolver\(\) is deprecated", UserWarning),
     (r".*Add type hints to the `predict` method", UserWarning),
     (r"One or more dataset names contain '\.' characters", UserWarning),
+    (r"The parameter 'pretrained' is deprecated since 0\.13", UserWarning),
+    (r"Arguments other than a weight enum or `None` for 'weights' are deprecated", UserWarning),
 )
 
 
