@@ -96,7 +96,7 @@ def test_a_latent_role_is_completed_from_the_autoencoders_record():
     assert "rflow_bravo_latent" in str(s.checkpoint_dir)
     masks = settings(params, "masks")
     assert with_latent_space(masks, None) is masks  # pixel roles need no autoencoder
-    with pytest.raises(ValueError, match="run `kedro run --pipeline autoencoder` first"):
+    with pytest.raises(ValueError, match="run `kedro run --pipelines autoencoder` first"):
         with_latent_space(s, None)
     with pytest.raises(ValueError, match="not a multiple"):
         with_latent_space(s, {**record, "downsample_factor": 3})

@@ -254,7 +254,7 @@ def inpainting_section(summary: Mapping[str, Any] | None) -> str:
     """The inpainting pipeline's method x metric table (its leaderboard-scorer numbers)."""
     if summary is None:
         return (
-            "<p>inpainting summary not present (run <code>kedro run --pipeline inpainting</code>)."
+            "<p>inpainting summary not present (run <code>kedro run --pipelines inpainting</code>)."
             "</p>"
         )
     rows = [

@@ -72,7 +72,7 @@ def absent_note(pipeline: str) -> dict[str, str]:
         "source": pipeline,
         "status": "not present",
         "note": f"no samples.safetensors from '{pipeline}' under data/07_model_output "
-        f"(run `kedro run --pipeline {pipeline}` first)",
+        f"(run `kedro run --pipelines {pipeline}` first)",
     }
 
 

@@ -193,7 +193,7 @@ def with_latent_space(s: ModelSettings, latent_space: Mapping[str, Any] | None) 
     if not latent_space:
         raise ValueError(
             f"latent_diffusion.{s.role}.space is 'latent' but there is no trained 2D autoencoder: "
-            "run `kedro run --pipeline autoencoder` first (it writes "
+            "run `kedro run --pipelines autoencoder` first (it writes "
             "data/06_models/autoencoder/latent_space_2d.json)"
         )
     keys = ("latent_channels", "downsample_factor", "scale_factor", "per_channel")

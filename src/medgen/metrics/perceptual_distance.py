@@ -144,7 +144,7 @@ def build_perceptual_distance(config: Mapping[str, Any]) -> PerceptualDistance:
             Path(weights_path or DEFAULT_IN_DOMAIN_PATH),
             "in_domain",
             source="the evaluation pipeline, which trains it on the real training split "
-            "(kedro run --pipeline evaluation)",
+            "(kedro run --pipelines evaluation)",
         )
         from medgen.datasets import TensorDataset
 

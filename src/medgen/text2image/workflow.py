@@ -95,7 +95,7 @@ def train_generator(
     if params.space == "latent" and (autoencoder is None or not latent_space):
         raise ValueError(
             "text2image.generator.space is 'latent' but there is no trained 2D autoencoder: run "
-            "`kedro run --pipeline autoencoder` first (data/06_models/autoencoder/)"
+            "`kedro run --pipelines autoencoder` first (data/06_models/autoencoder/)"
         )
     tokenizer = tokenizer_from_json(tokenizer_json)
     rows = split_rows(captioned, "train")

@@ -6,7 +6,7 @@ every ``data/07_model_output/**/samples.safetensors``), a name no pipeline write
 the metrics node also takes ``latent_diffusion.summary`` and
 ``latent_diffusion.volumes.summary``, the last outputs of latent_diffusion's 2D chain and
 3D role: in ``__default__`` this makes evaluation wait for both; run alone
-(``--pipeline evaluation``) they are free inputs read from disk. All are optional (see
+(``--pipelines evaluation``) they are free inputs read from disk. All are optional (see
 docs/evaluation.md): absent sources are reported as "not present".
 """
 
