@@ -154,12 +154,7 @@ def diversity_records(
         attempt(
             "lpips_diversity",
             ctx.lpips.name,
-            lambda: (
-                _lpips_accepts(ctx, tuple(real.shape[2:]))
-                or lpips_diversity_with_floor(
-                    ctx.lpips, real, generated, max_pairs=lpips_pairs, seed=ctx.seed
-                )
-            ),
+            lpips_diversity,
             inputs,
         ),
         attempt(
