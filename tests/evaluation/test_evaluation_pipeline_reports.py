@@ -53,6 +53,7 @@ STAGE = {
 }
 TEXT2IMAGE = {
     "prompt_agreement": {"attributes": {"modality": {"generated": {"agreement": 0.8}}}},
+    "prompt_agreement_mean": 0.8,
     "rlhf": {
         "selector_auroc": {
             "vs_ratings": 0.9,

@@ -136,7 +136,7 @@ def text2image_records(summary: Summary) -> Records:
     records = [
         _record(
             "prompt_attribute_agreement",
-            _mean_generated_agreement(part1),
+            summary.get("prompt_agreement_mean"),
             "part 1 attribute classifiers (trained on the real training split)",
             per_attribute=part1,
         )
@@ -219,16 +219,6 @@ def text2image_records(summary: Summary) -> Records:
     acceptance = (summary.get("best_of_n") or {}).get("acceptance_rate")
     records.append(_record("best_of_n_acceptance_rate", acceptance, "Selector threshold"))
     return records
-
-
-def _mean_generated_agreement(agreement: Mapping[str, Any]) -> float | None:
-    values = [
-        a.get("generated", {}).get("agreement")
-        for a in (agreement.get("attributes", agreement) or {}).values()
-        if isinstance(a, Mapping)
-    ]
-    values = [v for v in values if isinstance(v, int | float)]
-    return sum(values) / len(values) if values else None
 
 
 RECORDS_OF: dict[str, Callable[[Summary], Records]] = {

@@ -7,6 +7,7 @@ from collections import Counter
 from typing import Any
 
 from medgen.datasets import TensorBundle
+from medgen.text2image.stages import mean_agreement
 from medgen.training.tracking import active_mlflow
 
 #: Part 2's reports, in the order the summarise node receives them.
@@ -39,6 +40,8 @@ def text2image_summary(
         "generator": generator,
         "generation": generation,
         "prompt_agreement": agreement.get("agreement", agreement),
+        # the stages' attribute agreement, computed the same way (evaluation reads this one)
+        "prompt_agreement_mean": mean_agreement(agreement.get("agreement", agreement)),
         "attribute_classifiers": agreement.get("training"),
         "pretrained": pretrained,
         **({"rlhf": rlhf_headline(part2), **part2} if part2 else {}),
