@@ -8,7 +8,8 @@ they are measured against, the same way for every run:
   floor and the feature network, the validation split's as the reference the distances are
   measured to. The lesion contrast is the generation report's.
 * 3D: the generated volumes' modalities of the real training volumes (shape, intensities,
-  baselines, feature network) and the validation volumes (the distances' reference).
+  baselines, feature network, the class-conditional lesion effect on their
+  ``lesion_present`` labels) and the validation volumes (the distances' reference).
 
 Each returns ``{"status": passed | failed | not run, "checks": {...}}`` for ``summary.json``;
 :func:`log_demo_checks` sends the same numbers to MLflow.
@@ -18,6 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+
+import torch
 
 from medgen.autoencoder.latents import select_channels
 from medgen.data.labels import has_lesion
@@ -60,17 +63,49 @@ def slice_demo_checks(
     )
 
 
+def _reconstructions(autoencoder: Any, volumes: torch.Tensor) -> torch.Tensor:
+    """Whole volumes through ``autoencoder``, one at a time (as `generate_volumes` decodes)."""
+    autoencoder.eval()
+    with torch.no_grad():
+        return torch.cat([autoencoder.decode(autoencoder.encode(v[None])) for v in volumes]).clamp(
+            -1.0, 1.0
+        )
+
+
 def volume_demo_checks(
-    samples: TensorBundle, train: TensorBundle, val: TensorBundle, params: Mapping[str, Any]
+    samples: TensorBundle,
+    train: TensorBundle,
+    val: TensorBundle,
+    params: Mapping[str, Any],
+    autoencoder: Any = None,
 ) -> dict[str, Any]:
-    """The 3D checks of the generated volumes (``latent_diffusion_3d/samples.safetensors``)."""
+    """The 3D checks of the generated volumes (``latent_diffusion_3d/samples.safetensors``);
+    ``autoencoder`` (the generator's latent space): the lesion effect's ceiling."""
     config = DemoCheckParams.from_params(params, VOLUMES_SECTION)
     if not config.enabled:
         return dict(NOT_RUN)
     modalities = [str(m) for m in samples.metadata["modalities"]]
     real_train, _ = select_channels(train, modalities)
     real_val, _ = select_channels(val, modalities)
-    return volume_checks(samples["images"], real_train, real_val, config)
+    # the generator's class label (lesion_present), on the samples and the real volumes
+    label = samples.metadata.get("label_key", "lesion_present")
+    classes = (
+        (samples[label], train[label])
+        if label in samples.tensors and label in train.tensors
+        else None
+    )
+    reconstructed = None
+    if config.lesion_effect is not None and classes is not None and autoencoder is not None:
+        reconstructed = _reconstructions(autoencoder, real_train)
+    return volume_checks(
+        samples["images"],
+        real_train,
+        real_val,
+        config,
+        classes=classes,
+        modalities=modalities,
+        reconstructed_train=reconstructed,
+    )
 
 
 def log_demo_checks(report: Mapping[str, Any], prefix: str) -> bool:

@@ -133,6 +133,7 @@ def generate_volumes(
             "voxel_spacing_mm": spacing,
             "intensity_range": [-1.0, 1.0],
             "classes": {str(k): name for k, name in enumerate(classes)},
+            "label_key": label_key,
             "decoding": decoding,
             "seed": config.seed,
         },

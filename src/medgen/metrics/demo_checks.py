@@ -21,7 +21,8 @@ the software does not work. Each check here compares the outputs with the real d
 * :func:`diversity_check`: generated volumes differ from each other as real ones do (the
   Fréchet distance of a few volumes alone would pass one mean brain repeated).
 * :func:`lesion_contrast_check`: a conditioned image model's lesion contrast at its mask
-  against the real contrast.
+  against the real contrast; for class-conditional volumes, which have no mask, the class
+  effect on the enhancement map (`medgen.metrics.lesion_effect`).
 * :func:`reconstruction_check`: an autoencoder's PSNR / SSIM next to trilinear down- and
   up-sampling at the same compression (:func:`trilinear_round_trip`).
 
@@ -63,6 +64,19 @@ class CheckBackboneParams:
 
 
 @dataclass(frozen=True)
+class LesionEffectParams:
+    """The 3D class-conditional lesion effect (`medgen.metrics.lesion_effect`).
+
+    post, pre: the post- and pre-contrast modalities of the enhancement (subtraction) map.
+    quantile: of the real lesion-absent brain voxels' enhancement: the "enhancing" threshold.
+    """
+
+    post: str
+    pre: str
+    quantile: float
+
+
+@dataclass(frozen=True)
 class DemoCheckParams:
     """A ``demo_checks`` parameter block (values in conf/base, no defaults in code).
 
@@ -79,6 +93,8 @@ class DemoCheckParams:
     central_fraction: see ``slices_per_volume``.
     seed: seeds the baselines, the backbone and the subsets.
     backbone: :class:`CheckBackboneParams`.
+    lesion_effect: :class:`LesionEffectParams` (3D volumes of a class-conditional generator;
+        absent or null: not measured; its criterion is ``min_contrast_ratio``).
     """
 
     enabled: bool
@@ -92,6 +108,7 @@ class DemoCheckParams:
     central_fraction: float
     seed: int
     backbone: CheckBackboneParams
+    lesion_effect: LesionEffectParams | None = None
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], section: str) -> DemoCheckParams:

@@ -36,6 +36,7 @@ from medgen.metrics.fid import (
     plane_slices,
 )
 from medgen.metrics.in_domain import train_in_domain_backbone
+from medgen.metrics.lesion_effect import lesion_effect_check
 
 
 def _square(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -157,11 +158,20 @@ def volume_checks(
     real_train: torch.Tensor,
     real_reference: torch.Tensor,
     params: DemoCheckParams,
+    *,
+    classes: tuple[torch.Tensor, torch.Tensor] | None = None,
+    modalities: list[str] | None = None,
+    reconstructed_train: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Brain shape and intensity range of generated volumes ``[N, C, D, H, W]`` against the
     real training volumes, and their 2.5D Fréchet distance to held-out ``real_reference``
     volumes beside the baselines (made from the training volumes) and as many real training
-    volumes (the floor: what reproducing the training set would give)."""
+    volumes (the floor: what reproducing the training set would give).
+
+    ``classes``: the ``lesion_present`` labels of the generated and the real training
+    volumes, with ``modalities`` their channel names: with ``params.lesion_effect`` set, the
+    class-conditional lesion effect is checked too, with the autoencoder's ceiling where
+    ``reconstructed_train`` (the training volumes through it) is given."""
     if not params.enabled:
         return {"status": "not run", "reason": "demo_checks.enabled is false"}
     generated, real_train = generated.float(), real_train.float()
@@ -193,6 +203,18 @@ def volume_checks(
             **planes.options,
         ),
     }
+    if params.lesion_effect is not None and classes is not None:
+        checks["lesion_effect"] = lesion_effect_check(
+            generated,
+            classes[0],
+            real_train,
+            classes[1],
+            modalities or [],
+            params.lesion_effect,
+            brain_threshold=params.brain_threshold,
+            min_ratio=params.min_contrast_ratio,
+            reconstructed=reconstructed_train,
+        )
     return {"status": overall_status(checks), "checks": checks}
 
 

@@ -246,10 +246,14 @@ def summarise_volumes(
     train: TensorBundle,
     val: TensorBundle,
     demo_check_params: dict[str, Any],
+    autoencoder: TensorBundle,
 ) -> dict[str, Any]:
     """The 3D role's ``summary.json`` (training, generation and the demo checks of the
-    volumes: brain shape, intensities, 2.5D Fréchet distance); also logged to MLflow."""
-    checks = demo_checks.volume_demo_checks(samples, train, val, demo_check_params)
+    volumes: brain shape, intensities, 2.5D Fréchet distance, lesion effect); also logged to
+    MLflow."""
+    checks = demo_checks.volume_demo_checks(
+        samples, train, val, demo_check_params, load_autoencoder(autoencoder)
+    )
     summary = volumes_3d.volumes_summary(
         generator_report, generation_report, runtime.seconds_since_run_start()
     )

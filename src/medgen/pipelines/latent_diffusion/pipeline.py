@@ -160,6 +160,7 @@ def volumes_pipeline() -> Pipeline:
                     "volumes_3d_train",
                     "volumes_3d_val",
                     "params:demo_checks",
+                    "autoencoder.model_3d",
                 ],
                 "summary",
                 name="summarise_volumes",
