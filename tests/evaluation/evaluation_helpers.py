@@ -46,7 +46,7 @@ TINY_PARAMS = {
             "torch_threads": None,
         },
     },
-    "report": {"grid_samples": 3},
+    "report": {"grid_samples": 3, "figures_per_source": 2},
 }
 TINY_SCORING = TINY_PARAMS["scoring"]
 

@@ -4,6 +4,7 @@ on the report's first screen."""
 from __future__ import annotations
 
 import copy
+import io
 import re
 
 import torch
@@ -96,6 +97,35 @@ def test_volume_records_keep_the_floor_baselines_and_check_status():
     assert (
         entry["status"] == "evaluated" and entry["read_from"] == "latent_diffusion.volumes.summary"
     )
+    assert "lesion_class_effect" not in records  # not configured in this summary
+
+
+def test_volume_records_give_the_lesion_effect_beside_the_real_one():
+    summary = copy.deepcopy(VOLUMES)
+    summary["demo_checks"]["checks"]["lesion_effect"] = {
+        "status": "failed",
+        "criterion": "class effect generated / real >= 0.5",
+        "ratio": 0.1,
+        "generated": {"n_present": 2, "n_absent": 2, "effect": 0.002, "auroc": 0.5},
+        "real": {"n_present": 13, "n_absent": 3, "effect": 0.02, "auroc": 0.69},
+    }
+    effect = _by_metric(pipeline_report_entry("latent_diffusion_3d", summary, {}))[
+        "lesion_class_effect"
+    ]
+    assert (effect["value"], effect["floor"], effect["n_real"]) == (0.002, 0.02, 16)
+    assert effect["details"]["ratio"] == 0.1 and effect["details"]["check"] == "failed"
+    assert effect["details"]["real_auroc"] == 0.69
+    # a generated set with one class only has no effect: the record fails with the reason
+    summary["demo_checks"]["checks"]["lesion_effect"]["generated"] = {
+        "n_present": 4,
+        "n_absent": 0,
+        "reason": "both classes are needed for a class effect",
+    }
+    missing = _by_metric(pipeline_report_entry("latent_diffusion_3d", summary, {}))[
+        "lesion_class_effect"
+    ]
+    assert missing["status"] == "failed"
+    assert "both classes" in missing["details"]["message"]
 
 
 def test_inpainting_records_give_the_learned_method_with_every_other_in_details():
@@ -184,3 +214,39 @@ def test_the_headline_is_the_in_domain_fid_when_there_is_one():
     assert headline_record({"metrics": records})["backbone"] == "in_domain"
     assert headline_record({"metrics": records[:2]})["metric"] == "lpips_diversity"
     assert headline_record({"metrics": []}) is None
+
+
+def test_report_embeds_each_pipelines_own_figures_under_its_source():
+    from PIL import Image
+
+    from medgen.evaluation.pipeline_figures import figure_pngs, pipeline_figures
+
+    def picture(value: int) -> Image.Image:
+        return Image.new("L", (4, 3), value)
+
+    loads = []
+    cases = {f"case_{i}": (lambda i=i: loads.append(i) or picture(i)) for i in range(4)}
+    pictures = pipeline_figures(
+        {"inpainting": cases, "text2image_rlhf": picture(9), "latent_diffusion_3d": None}, limit=2
+    )
+    # at most ``limit`` partitions, spread over the sorted names, and only those are loaded;
+    # absent figures are no entry
+    assert [name for name, _ in pictures["inpainting"]] == ["case_0", "case_3"] and loads == [0, 3]
+    three = [name for name, _ in figure_pngs(cases, 3)]
+    assert three == ["case_0", "case_2", "case_3"]  # round(1.5) = 2
+    assert set(pictures) == {"inpainting", "text2image_rlhf"}
+    assert figure_pngs(None, 3) == []
+    png = pictures["text2image_rlhf"][0][1]
+    assert png.startswith(b"\x89PNG") and Image.open(io.BytesIO(png)).size == (4, 3)
+
+    entry = pipeline_report_entry("inpainting", INPAINTING, {"source": "inpainting"})
+    metrics = {
+        "sources": [entry],
+        "backbones": {},
+        "reference": {"dataset": "x", "n_slices": 0, "resize": "none"},
+        "lpips": {"backbone": "none"},
+    }
+    page = build_report(metrics, [], real_slices(4, seed=0), None, pictures=pictures)
+    section = page[page.index("<h3>inpainting</h3>") :]
+    assert section.count('alt="inpainting: case_') == 2
+    assert "voided input, inpainting" in section  # the caption says what the columns are

@@ -172,9 +172,12 @@ class ScoringParams:
 
 @dataclass(frozen=True)
 class ReportParams:
-    """``evaluation.report``: ``grid_samples`` generated (and real) samples per grid."""
+    """``evaluation.report``: ``grid_samples`` generated (and real) samples per grid;
+    ``figures_per_source``: at most this many of a pipeline's own figures (one per inpainting
+    case, say) under its source."""
 
     grid_samples: int
+    figures_per_source: int
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> ReportParams:

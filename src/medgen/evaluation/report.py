@@ -23,6 +23,7 @@ from medgen.evaluation.figures import (
     loss_curves,
     metric_bars,
 )
+from medgen.evaluation.pipeline_figures import CAPTIONS
 from medgen.evaluation.sources import GeneratedSource
 
 STYLE = """
@@ -167,8 +168,19 @@ def sample_grid(source: GeneratedSource, reference: TensorBundle, k: int) -> byt
     return image_grid(rows)
 
 
+def _pictures(name: str, pictures: Sequence[tuple[str, bytes]]) -> str:
+    if not pictures:
+        return ""
+    caption = f"<p>{_text(CAPTIONS.get(name, 'Figures of its pipeline.'))}</p>"
+    return caption + "".join(_img(png, f"{name}: {figure}") for figure, png in pictures)
+
+
 def _source_section(
-    entry: Mapping[str, Any], source: GeneratedSource | None, reference: TensorBundle, k: int
+    entry: Mapping[str, Any],
+    source: GeneratedSource | None,
+    reference: TensorBundle,
+    k: int,
+    pictures: Sequence[tuple[str, bytes]] = (),
 ) -> str:
     name = entry["source"]
     if entry["status"] == "not present":
@@ -221,6 +233,8 @@ def _source_section(
             "resized to the generated size (bottom).</p>"
         )
         parts.append(_img(sample_grid(source, reference, k), f"{name}: generated beside real"))
+    # a source its own pipeline scored: the figures that pipeline drew beside real images
+    parts.append(_pictures(name, pictures))
     return "".join(parts)
 
 
@@ -301,8 +315,11 @@ def build_report(
     grid_samples: int = 8,
     training_reports: Mapping[str, Any] | None = None,
     inpainting_summary: Mapping[str, Any] | None = None,
+    pictures: Mapping[str, Sequence[tuple[str, bytes]]] | None = None,
 ) -> str:
-    """report.html from the metrics.json content, the generated sources and the real reference."""
+    """report.html from the metrics.json content, the generated sources and the real reference;
+    ``pictures``: per source scored by its own pipeline, that pipeline's figures
+    (`medgen.evaluation.pipeline_figures`)."""
     by_name = {s.name: s for s in sources}
     backbone_rows = [
         [name, b["status"], b.get("name", ""), b.get("mode", b.get("message", ""))]
@@ -335,7 +352,13 @@ def build_report(
         "<h2>Sources</h2>",
     ]
     body += [
-        _source_section(e, by_name.get(e["source"]), reference, grid_samples)
+        _source_section(
+            e,
+            by_name.get(e["source"]),
+            reference,
+            grid_samples,
+            (pictures or {}).get(e["source"], ()),
+        )
         for e in metrics["sources"]
     ]
     if not metrics["sources"]:

@@ -210,7 +210,8 @@ def measure_stages(
     params: StageEvalParams,
 ) -> tuple[dict[str, Any], Any]:
     """Every stage's proxy / oracle / Fréchet numbers on held-out prompts, the gaps, a grid."""
-    prompts = heldout_prompts(captioned, params.max_prompts)
+    rows = default_prompts(captioned, params.max_prompts)
+    prompts = [captioned.metadata["texts"][i] for i in rows]
     if not prompts:
         raise ValueError("text2image stage evaluation: no held-out (test or val) captions")
     per_image = [p for p in prompts for _ in range(params.images_per_prompt)]
@@ -252,7 +253,8 @@ def measure_stages(
             "pca_dims": params.feature_dims,
         },
     }
-    grid = stage_grid(images, prompts, params.images_per_prompt)
+    # each prompt is a held-out image's caption: that image is the grid's real column
+    grid = stage_grid(images, prompts, params.images_per_prompt, real=captioned["images"][rows])
     return report, grid
 
 

@@ -193,8 +193,18 @@ def hacking_gaps(stages: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def stage_grid(images: Mapping[str, torch.Tensor], prompts: Sequence[str], k: int) -> Any:
-    """Rows = held-out prompts, columns = stages (image 0 of each prompt: the same noise)."""
+def stage_grid(
+    images: Mapping[str, torch.Tensor],
+    prompts: Sequence[str],
+    k: int,
+    real: torch.Tensor | None = None,
+) -> Any:
+    """Rows = held-out prompts, columns = stages (image 0 of each prompt: the same noise) and,
+    with ``real [P, 1, S, S]``, the real held-out image each prompt is the caption of."""
+    images = dict(images)
+    if real is not None:
+        # one real image per prompt, spaced like the generated ones (row p reads p * k)
+        images["real (held-out, this caption)"] = real.repeat_interleave(k, dim=0)
     names = list(images)
     fig = new_figure(figsize=(1.7 * len(names) + 3.0, 1.6 * len(prompts)))
     axes = fig.subplots(len(prompts), len(names), squeeze=False)

@@ -16,6 +16,7 @@ from medgen.evaluation import (
     select_reference,
     train_feature_network,
 )
+from medgen.evaluation.pipeline_figures import pipeline_figures
 
 Partitions = Mapping[str, Callable[[], TensorBundle]] | None
 
@@ -65,9 +66,19 @@ def build_evaluation_report(
     params: dict[str, Any],
     training_reports: Partitions = None,
     inpainting_summary: Mapping[str, Any] | None = None,
+    volume_figures: Mapping[str, Any] | None = None,
+    inpainting_figures: Mapping[str, Any] | None = None,
+    text2image_stages_grid: Any = None,
 ) -> str:
     """The self-contained report.html."""
     options = ReportParams.from_params(params)
+    figures = {
+        "latent_diffusion_3d": volume_figures,
+        "inpainting": inpainting_figures,
+        "text2image_rlhf": None
+        if text2image_stages_grid is None
+        else {"stages_grid": text2image_stages_grid},
+    }
     sources, _ = collect_sources(samples, [])
     # the reference slices the metrics were computed against, as metrics.json records them
     splits = {"val": reference_val, "test": reference_test}
@@ -81,4 +92,5 @@ def build_evaluation_report(
         grid_samples=options.grid_samples,
         training_reports=training_reports,
         inpainting_summary=inpainting_summary,
+        pictures=pipeline_figures(figures, options.figures_per_source),
     )

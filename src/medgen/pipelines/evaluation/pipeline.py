@@ -7,7 +7,9 @@ the metrics node also takes ``latent_diffusion.summary`` and
 ``latent_diffusion.volumes.summary``, the last outputs of latent_diffusion's 2D chain and
 3D role: in ``__default__`` this makes evaluation wait for both; run alone
 (``--pipelines evaluation``) they are free inputs read from disk. All are optional (see
-docs/evaluation.md): absent sources are reported as "not present".
+docs/evaluation.md): absent sources are reported as "not present". The report also embeds
+the figures the 3D volumes, inpainting and text2image pipelines drew of their own outputs
+(optional too: a pipeline that has not run has none).
 """
 
 from kedro.pipeline import Pipeline, node
@@ -57,6 +59,9 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:evaluation.report",
                     "evaluation.training_reports",
                     "inpainting.summary",
+                    "latent_diffusion.volumes.figures",
+                    "inpainting.figures",
+                    "text2image.stages_grid",
                 ],
                 "evaluation.report",
                 name="build_evaluation_report",
