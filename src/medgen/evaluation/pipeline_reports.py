@@ -50,6 +50,29 @@ def _record(name: str, value: Any, backbone: str, *, floor: Any = None, **detail
     )
 
 
+def lesion_effect_record(effect: Mapping[str, Any], n: Any) -> dict[str, Any]:
+    """The 3D class-conditional lesion effect beside the real one and the autoencoder's
+    ceiling (a check configured in ``latent_diffusion.volumes.demo_checks``)."""
+    generated, real = effect.get("generated") or {}, effect.get("real") or {}
+    return _record(
+        "lesion_class_effect",
+        generated.get("effect"),
+        "none (enhancement map: post − pre contrast)",
+        floor=real.get("effect"),
+        floor_meaning="the same class effect on the real training volumes",
+        ratio=effect.get("ratio"),
+        # the real volumes through the autoencoder: what a latent generator can show
+        autoencoder_ceiling=(effect.get("autoencoder_reconstructions") or {}).get("effect"),
+        generated_auroc=generated.get("auroc"),
+        real_auroc=real.get("auroc"),
+        check=effect.get("status"),
+        criterion=effect.get("criterion"),
+        reason=effect.get("reason") or generated.get("reason"),
+        n_generated=n,
+        n_real=(real.get("n_present") or 0) + (real.get("n_absent") or 0),
+    )
+
+
 def volume_records(summary: Summary) -> Records:
     """The 3D role's demo checks: 2.5D Fréchet distance beside its baselines and floor,
     brain-shape Dice against the mean real brain mask, diversity across volumes and, where
@@ -62,29 +85,6 @@ def volume_records(summary: Summary) -> Records:
     shape = found.get("brain_shape", {})
     diversity = found.get("diversity", {})
     n = summary.get("generation", {}).get("n_volumes")
-    records = []
-    if "lesion_effect" in found:  # a check configured in latent_diffusion.volumes.demo_checks
-        effect = found["lesion_effect"]
-        generated, real = effect.get("generated") or {}, effect.get("real") or {}
-        records.append(
-            _record(
-                "lesion_class_effect",
-                generated.get("effect"),
-                "none (enhancement map: post − pre contrast)",
-                floor=real.get("effect"),
-                floor_meaning="the same class effect on the real training volumes",
-                ratio=effect.get("ratio"),
-                # the real volumes through the autoencoder: what a latent generator can show
-                autoencoder_ceiling=(effect.get("autoencoder_reconstructions") or {}).get("effect"),
-                generated_auroc=generated.get("auroc"),
-                real_auroc=real.get("auroc"),
-                check=effect.get("status"),
-                criterion=effect.get("criterion"),
-                reason=effect.get("reason") or generated.get("reason"),
-                n_generated=n,
-                n_real=(real.get("n_present") or 0) + (real.get("n_absent") or 0),
-            )
-        )
     return [
         _record(
             "frechet_2p5d",
@@ -120,7 +120,7 @@ def volume_records(summary: Summary) -> Records:
             criterion=diversity.get("criterion"),
             n_generated=diversity.get("n_generated", n),
         ),
-        *records,
+        *([lesion_effect_record(found["lesion_effect"], n)] if "lesion_effect" in found else []),
     ]
 
 
