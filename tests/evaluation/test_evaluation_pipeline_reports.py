@@ -93,6 +93,10 @@ def test_volume_records_keep_the_floor_baselines_and_check_status():
     assert fd["details"]["baselines"]["mean_plus_noise"] == 12.0 and fd["n_real"] == 6
     assert records["brain_shape_dice_min"]["value"] == 0.91
     assert records["diversity_ratio"]["details"]["check"] == "failed"
+    from medgen.evaluation.report import record_row
+
+    assert record_row(records["diversity_ratio"])[-1] == "ok; demo check failed"
+    assert record_row(records["frechet_2p5d"])[-1] == "ok; demo check passed"
     # a demo check that fails is a result, not a failed evaluation
     assert (
         entry["status"] == "evaluated" and entry["read_from"] == "latent_diffusion.volumes.summary"
@@ -250,3 +254,69 @@ def test_report_embeds_each_pipelines_own_figures_under_its_source():
     section = page[page.index("<h3>inpainting</h3>") :]
     assert section.count('alt="inpainting: case_') == 2
     assert "voided input, inpainting" in section  # the caption says what the columns are
+
+
+AUTOENCODER = {
+    "models": {
+        "autoencoder_2d": {"validation_reconstruction": {"psnr": 23.6, "ssim": 0.71}},
+        "patch_volume_stage2": {"validation_reconstruction": {"psnr": 20.9, "ssim": 0.57}},
+    },
+    "demo_checks": {
+        "status": "passed",
+        "checks": {
+            "reconstruction_vs_trilinear": {
+                "status": "passed",
+                "trilinear": {"psnr": 19.5, "ssim": 0.48},
+                "compression": {"factor_per_axis": 4},
+                "n": 4,
+            }
+        },
+    },
+}
+DATA = {
+    "subjects_total": 24,
+    "subjects_valid": 23,
+    "subjects_per_split": {"train": 15, "val": 4, "test": 4},
+    "slices_per_split": {"train": 900, "val": 250, "test": 256},
+    "rejected": [{"subject": "x", "reason": "NaN"}],
+}
+
+
+def test_autoencoder_and_data_records_cover_the_pipelines_that_generate_nothing():
+    ae = _by_metric(pipeline_report_entry("autoencoder", AUTOENCODER, {"source": "autoencoder"}))
+    psnr = ae["patch_volume_stage2/reconstruction_psnr"]
+    assert psnr["value"] == 20.9 and psnr["details"]["baseline"] == {
+        "name": "trilinear",
+        "value": 19.5,
+    }
+    assert headline_record({"metrics": list(ae.values())}) is psnr
+    # the 2D model has no trivial baseline in its summary: none is invented
+    assert "baseline" not in ae["autoencoder_2d/reconstruction_ssim"]["details"]
+    data = _by_metric(pipeline_report_entry("data_processing", DATA, {"source": "data_processing"}))
+    assert (
+        data["subjects_valid"]["value"] == 23 and data["subjects_valid"]["details"]["rejected"] == 1
+    )
+    assert data["held_out_patients"]["value"] == 8
+    broken = _by_metric(
+        pipeline_report_entry("data_processing", {**DATA, "subjects_per_split": {}}, {})
+    )
+    assert broken["held_out_patients"]["status"] == "failed"
+
+
+def test_sources_are_listed_in_the_data_flows_order():
+    from medgen.evaluation.evaluate import _pipeline_rank
+
+    expected = ["data_processing", "autoencoder", "latent_diffusion", "inpainting"]
+    entries = [
+        {"source": "inpainting", "pipeline": "inpainting"},
+        {"source": "latent_diffusion_3d", "pipeline": "latent_diffusion_3d"},
+        {"source": "other"},
+        {"source": "data_processing"},
+    ]
+    ranked = sorted(entries, key=lambda e: _pipeline_rank(e, expected))
+    assert [e["source"] for e in ranked] == [
+        "data_processing",
+        "latent_diffusion_3d",
+        "inpainting",
+        "other",
+    ]

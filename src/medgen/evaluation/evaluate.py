@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from medgen.datasets import TensorBundle
@@ -142,6 +142,9 @@ def evaluate_sources(
             )
     failures = [f"{e['source']}: {reason}" for e in entries for reason in e.get("failures", [])]
     network = feature_network.metadata
+    # the report lists the pipelines in the data flow's order (expected_sources), not in the
+    # order their files were found
+    ordered = sorted(entries + absent, key=lambda e: _pipeline_rank(e, params.expected_sources))
     logger.info("evaluation: %d sources in %.1f s", len(entries), time.perf_counter() - start)
     return {
         "schema_version": SCHEMA_VERSION,
@@ -152,8 +155,16 @@ def evaluate_sources(
         "feature_network": {k: v for k, v in network.items() if k != "history"}
         | {"final_losses": {k: v[-1] for k, v in network.get("history", {}).items() if v}},
         "lpips": {"backbone": ctx.lpips.name},
-        "sources": entries + absent,
+        "sources": ordered,
     }
+
+
+def _pipeline_rank(entry: Mapping[str, Any], expected: Sequence[str]) -> int:
+    pipeline = str(entry.get("pipeline") or entry["source"])
+    for rank, name in enumerate(expected):
+        if pipeline == name or pipeline.startswith(f"{name}_") or pipeline.startswith(f"{name}/"):
+            return rank
+    return len(expected)
 
 
 def describe_reference(

@@ -1,6 +1,7 @@
 """The pictures of the sources their own pipeline scores, for report.html.
 
-The 3D volumes, inpainting and text2image pipelines draw their outputs beside real images
+The autoencoder, 3D volumes, inpainting and text2image pipelines draw their outputs beside
+real images (reconstructions beside their inputs;
 (generated volumes beside real validation volumes; input, inpainting, truth, error and
 per-voxel SD; every stage beside the real held-out image of each prompt) into their own
 reporting folders. The report embeds those figures under each source instead of drawing them
@@ -19,6 +20,8 @@ Figure = Image.Image | Callable[[], Image.Image]
 
 # what each source's figures show, under the pictures in the report
 CAPTIONS = {
+    "autoencoder": "Validation reconstructions of the 2D and 3D autoencoders beside the real "
+    "inputs.",
     "latent_diffusion_3d": "Generated volumes (central slices of each plane) beside real "
     "validation volumes, captioned with their class.",
     "inpainting": "Per case, three planes through the mask centre: voided input, inpainting "

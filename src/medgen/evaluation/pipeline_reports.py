@@ -1,5 +1,7 @@
 """metrics.json records for the sources their own pipeline scores: 3D volumes, inpainting,
-text2image.
+text2image; and for the two pipelines that generate nothing, data_processing (the real
+cohort every number is measured against) and autoencoder (reconstruction beside trilinear
+resampling), so that the report covers all six.
 
 These pipelines measure their outputs against references the evaluation pipeline does not
 hold (real 3D volumes, the BraTS ground truth inside each mask, held-out prompts with an
@@ -25,6 +27,8 @@ Summary = Mapping[str, Any]
 
 # the catalog summary each source's records come from (docs/evaluation.md)
 SUMMARY_OF = {
+    "data_processing": "data_summary",
+    "autoencoder": "autoencoder.summary",
     "latent_diffusion_3d": "latent_diffusion.volumes.summary",
     "inpainting": "inpainting.summary",
     "text2image_rlhf": "text2image.summary",
@@ -71,6 +75,62 @@ def lesion_effect_record(effect: Mapping[str, Any], n: Any) -> dict[str, Any]:
         n_generated=n,
         n_real=(real.get("n_present") or 0) + (real.get("n_absent") or 0),
     )
+
+
+def data_records(summary: Summary) -> Records:
+    """The real cohort: subjects kept of those generated or read (rejected ones are in
+    ``rejected_subjects.csv``), patients and slices per split."""
+    splits = summary.get("subjects_per_split") or {}
+    held_out = {k: splits.get(k) for k in ("val", "test")}
+    return [
+        _record(
+            "subjects_valid",
+            summary.get("subjects_valid"),
+            "none (counts)",
+            headline=True,
+            subjects_total=summary.get("subjects_total"),
+            rejected=len(summary.get("rejected") or []),
+            subjects_per_split=splits,
+            slices_per_split=summary.get("slices_per_split"),
+            n_real=summary.get("subjects_valid"),
+        ),
+        _record(
+            "held_out_patients",
+            None if None in held_out.values() else sum(held_out.values()),
+            "none (counts)",
+            per_split=held_out,
+        ),
+    ]
+
+
+def autoencoder_records(summary: Summary) -> Records:
+    """Validation reconstruction of each autoencoder; the 3D one beside trilinear down- and
+    up-sampling at the same compression (its demo check), the trivial baseline."""
+    models = summary.get("models") or {}
+    check = ((summary.get("demo_checks") or {}).get("checks") or {}).get(
+        "reconstruction_vs_trilinear", {}
+    )
+    records = []
+    for name, model in models.items():
+        numbers = model.get("validation_reconstruction") or {}
+        final_3d = name == "patch_volume_stage2"
+        baseline = (check.get("trilinear") or {}) if final_3d else {}
+        for metric in ("psnr", "ssim"):
+            records.append(
+                _record(
+                    f"{name}/reconstruction_{metric}",
+                    numbers.get(metric),
+                    "none (validation split, [-1, 1] intensities)",
+                    baseline=None
+                    if metric not in baseline
+                    else {"name": "trilinear", "value": baseline[metric]},
+                    compression=check.get("compression") if final_3d else None,
+                    check=check.get("status") if final_3d else None,
+                    headline=final_3d and metric == "psnr",
+                    n_real=check.get("n") if final_3d else None,
+                )
+            )
+    return records
 
 
 def volume_records(summary: Summary) -> Records:
@@ -247,6 +307,8 @@ def text2image_records(summary: Summary) -> Records:
 
 
 RECORDS_OF: dict[str, Callable[[Summary], Records]] = {
+    "data_processing": data_records,
+    "autoencoder": autoencoder_records,
     "latent_diffusion_3d": volume_records,
     "inpainting": inpainting_records,
     "text2image_rlhf": text2image_records,

@@ -85,7 +85,10 @@ def record_row(r: Mapping[str, Any]) -> list[Any]:
     floor = r.get("floor")
     if r["status"] == "ok" and floor is None and d.get("no_floor"):
         floor = f"no floor: {d['no_floor']}"
-    if r["status"] == "ok":
+    if r["status"] == "ok" and d.get("check") in ("passed", "failed"):
+        # measured fine, and its pipeline's demo check says whether it is good enough
+        status = f"ok; demo check {d['check']}"
+    elif r["status"] == "ok":
         status = "ok"
     elif r["status"] == "missing_weights":  # the message is given once, above the sources
         status = "missing weights (see Feature networks)"
@@ -225,7 +228,8 @@ def _source_section(
             parts.append(f'<p class="absent">{_text(entry["status"])}</p>')
         return "".join(parts)
     parts.append(metrics_table(entry["metrics"]))
-    parts.append(_img(metric_bars(entry["metrics"], name), f"{name}: metrics vs real floor"))
+    if any(r.get("floor") is not None for r in entry["metrics"]):  # counts alone need no bars
+        parts.append(_img(metric_bars(entry["metrics"], name), f"{name}: metrics vs real floor"))
     # a 2D source this pipeline scored: its grid beside real slices of the same modalities
     if source is not None and entry.get("kind") != "pipeline_report":
         parts.append(

@@ -47,11 +47,19 @@ def test_run_writes_backbone_metrics_and_report(run: Path):
     metrics = json.loads((run / "08_reporting/evaluation/metrics.json").read_text())
     statuses = {s["source"]: s["status"] for s in metrics["sources"]}
     assert statuses == {
+        "data_processing": "not present",  # this project holds model inputs, no data summary
+        "autoencoder": "not present",
         "latent_diffusion/ddpm_bravo": "evaluated",
         "inpainting": "not present",
         "text2image_rlhf": "not present",
     }
-    fid = next(r for r in metrics["sources"][0]["metrics"] if r["metric"] == "fid")
+    # in the data flow's order
+    assert [s["source"] for s in metrics["sources"]][:3] == [
+        "data_processing",
+        "autoencoder",
+        "latent_diffusion/ddpm_bravo",
+    ]
+    fid = next(r for r in metrics["sources"][2]["metrics"] if r["metric"] == "fid")
     assert fid["floor"] is None and "halves have 3 and 2" in fid["details"]["no_floor"]
     assert metrics["reference"]["n_patients"] == 5 and metrics["status"] == "ok"
     report = (run / "08_reporting/evaluation/report.html").read_text()

@@ -40,12 +40,17 @@ def evaluate_generated_sources(
     text2image_summary: Mapping[str, Any] | None,
     params: dict[str, Any],
     seed: int,
+    data_summary: Mapping[str, Any] | None = None,
+    autoencoder_summary: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Score every generated source present and log the numbers to MLflow."""
     # latent_diffusion.summary is an input only so that Kedro runs this node after the 2D
-    # chain (see pipeline.py); the other three pipelines score their own outputs.
+    # chain (see pipeline.py); the other pipelines score their own outputs (data_processing
+    # and autoencoder generate nothing: their summaries give the cohort and reconstruction).
     reference = {"val": reference_val, "test": reference_test}
     summaries = {
+        "data_processing": data_summary,
+        "autoencoder": autoencoder_summary,
         "latent_diffusion_3d": volumes_summary,
         "inpainting": inpainting_summary,
         "text2image_rlhf": text2image_summary,
@@ -69,10 +74,12 @@ def build_evaluation_report(
     volume_figures: Mapping[str, Any] | None = None,
     inpainting_figures: Mapping[str, Any] | None = None,
     text2image_stages_grid: Any = None,
+    autoencoder_figures: Mapping[str, Any] | None = None,
 ) -> str:
     """The self-contained report.html."""
     options = ReportParams.from_params(params)
     figures = {
+        "autoencoder": autoencoder_figures,
         "latent_diffusion_3d": volume_figures,
         "inpainting": inpainting_figures,
         "text2image_rlhf": None
