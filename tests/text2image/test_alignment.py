@@ -12,14 +12,13 @@ from scipy.stats import mannwhitneyu
 from torch import nn
 
 from medgen.datasets import TensorBundle, TensorDataset
+from medgen.metrics.auroc import auroc, mann_whitney_auroc
 from medgen.text2image.alignment import (
     AlignmentParams,
     alignment_scores,
-    auroc,
     evaluate_alignment,
     evaluate_scores,
     load_alignment_scorer,
-    mann_whitney_auroc,
     shuffle_captions,
     sigmoid_pair_loss,
     train_alignment_scorer,

@@ -20,9 +20,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import torch
-
 from medgen.autoencoder.latents import select_channels
+from medgen.autoencoder.patch_volume_validation import reconstruct_volumes
 from medgen.data.labels import has_lesion
 from medgen.datasets import TensorBundle
 from medgen.generation.slices import resize_slices
@@ -63,15 +62,6 @@ def slice_demo_checks(
     )
 
 
-def _reconstructions(autoencoder: Any, volumes: torch.Tensor) -> torch.Tensor:
-    """Whole volumes through ``autoencoder``, one at a time (as `generate_volumes` decodes)."""
-    autoencoder.eval()
-    with torch.no_grad():
-        return torch.cat([autoencoder.decode(autoencoder.encode(v[None])) for v in volumes]).clamp(
-            -1.0, 1.0
-        )
-
-
 def volume_demo_checks(
     samples: TensorBundle,
     train: TensorBundle,
@@ -96,7 +86,7 @@ def volume_demo_checks(
     )
     reconstructed = None
     if config.lesion_effect is not None and classes is not None and autoencoder is not None:
-        reconstructed = _reconstructions(autoencoder, real_train)
+        reconstructed = reconstruct_volumes(autoencoder, real_train).clamp(-1.0, 1.0)
     return volume_checks(
         samples["images"],
         real_train,

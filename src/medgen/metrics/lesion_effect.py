@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.stats import mannwhitneyu
 
+from medgen.metrics.auroc import mann_whitney_auroc
 from medgen.metrics.demo_checks import LesionEffectParams, check_record, foreground_masks
 
 
@@ -67,14 +67,12 @@ def class_effect(fractions: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     counts = {"n_present": int(len(present)), "n_absent": int(len(absent))}
     if len(present) == 0 or len(absent) == 0:
         return {**counts, "reason": "both classes are needed for a class effect"}
-    # Mann-Whitney U of the present class / (n_present * n_absent) is the AUROC, ties 1/2
-    u = float(mannwhitneyu(present, absent).statistic)
     return {
         **counts,
         "mean_present": round(float(present.mean()), 5),
         "mean_absent": round(float(absent.mean()), 5),
         "effect": round(float(present.mean() - absent.mean()), 5),
-        "auroc": round(u / (len(present) * len(absent)), 4),
+        "auroc": round(mann_whitney_auroc(present, absent), 4),
     }
 
 

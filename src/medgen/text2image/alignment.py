@@ -73,6 +73,7 @@ from torch.utils.data import Dataset
 from medgen.config import config_to_dict, config_tree_from_params, require_positive_ints
 from medgen.data.resize import resize_images
 from medgen.datasets import TensorBundle
+from medgen.metrics.auroc import auroc
 from medgen.runtime import torch_threads
 from medgen.text2image.caption_swaps import (
     SWAP_KINDS,
@@ -484,31 +485,6 @@ def shuffle_captions(bundle: TensorBundle, seed: int) -> TensorBundle:
         for k, v in columns.items()
     }
     return TensorBundle(dict(bundle.tensors), meta)
-
-
-def mann_whitney_auroc(positive: Sequence[float], negative: Sequence[float]) -> float:
-    """AUROC as the Mann-Whitney U of the positives over ``n_pos * n_neg`` (ties count half):
-    the probability that a random positive scores above a random negative."""
-    from scipy.stats import rankdata
-
-    positive, negative = np.asarray(positive, float), np.asarray(negative, float)
-    ranks = rankdata(np.concatenate([positive, negative]))
-    u = ranks[: len(positive)].sum() - len(positive) * (len(positive) + 1) / 2
-    return float(u / (len(positive) * len(negative)))
-
-
-def auroc(positive: Sequence[float], negative: Sequence[float]) -> tuple[float, str]:
-    """``(AUROC, method)``: sklearn's ``roc_auc_score`` where installed, else
-    `mann_whitney_auroc` (the same number)."""
-    if not len(positive) or not len(negative):
-        raise ValueError("AUROC needs at least one positive and one negative score")
-    try:
-        from sklearn.metrics import roc_auc_score
-    except ImportError:  # pragma: no cover - sklearn is installed here
-        return mann_whitney_auroc(positive, negative), "Mann-Whitney U / (n_pos * n_neg)"
-    labels = np.r_[np.ones(len(positive)), np.zeros(len(negative))]
-    value = roc_auc_score(labels, np.r_[np.asarray(positive, float), np.asarray(negative, float)])
-    return float(value), "sklearn.metrics.roc_auc_score"
 
 
 def _comparison(matched: np.ndarray, other: np.ndarray, paired: bool) -> dict[str, Any]:

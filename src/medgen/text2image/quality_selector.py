@@ -31,9 +31,9 @@ from transformers import ViTConfig, ViTModel
 from medgen.config import config_to_dict, config_tree_from_params, require_positive_ints
 from medgen.data.resize import resize_images
 from medgen.datasets import TensorBundle
+from medgen.metrics.auroc import auroc
 from medgen.metrics.images import figure_image, new_figure
 from medgen.runtime import torch_threads
-from medgen.text2image.alignment import auroc
 from medgen.text2image.workflow import split_rows
 from medgen.training import TrainingConfig, TrainingJob, TrainingTask, run_job
 

@@ -8,8 +8,9 @@ the metrics node also takes ``latent_diffusion.summary`` and
 3D role: in ``__default__`` this makes evaluation wait for both; run alone
 (``--pipelines evaluation``) they are free inputs read from disk. All are optional (see
 docs/evaluation.md): absent sources are reported as "not present". The report also embeds
-the figures the 3D volumes, inpainting and text2image pipelines drew of their own outputs
-(optional too: a pipeline that has not run has none).
+the figures the autoencoder, 3D volumes, inpainting and text2image pipelines drew of their own
+outputs (optional too: a pipeline that has not run has none), and reads data_processing's and
+the autoencoder's summaries so that it covers all six pipelines.
 """
 
 from kedro.pipeline import Pipeline, node
