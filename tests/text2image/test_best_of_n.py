@@ -11,6 +11,7 @@ from medgen.datasets import TensorBundle
 from medgen.text2image.best_of_n import BestOfNParams, best_of_n, file_name, modality_label
 from medgen.text2image.network import build_text_conditioned_unet
 from medgen.text2image.rewards import RewardParams
+from medgen.text2image.samplers import OfflineSampler
 from medgen.text2image.stages import hacking_gaps
 from medgen.text2image.tokenizer import tokenizer_info, tokenizer_to_json, train_tokenizer
 from tests.text2image.test_network import TINY
@@ -43,13 +44,13 @@ class MeanIntensityReward:
 
 
 @pytest.fixture(scope="module")
-def generator_and_tokenizer():
+def sampler():
     tokenizer = train_tokenizer(PROMPTS, vocab_size=64, min_frequency=1, max_length=24)
     info = tokenizer_info(tokenizer)
     torch.manual_seed(0)
     net = build_text_conditioned_unet(TINY, info, 1, 1)
     meta = {"task_config": TASK, "network": TINY, "tokenizer_info": info, "resolution": 16}
-    return TensorBundle(net.state_dict(), meta), tokenizer_to_json(tokenizer)
+    return OfflineSampler(TensorBundle(net.state_dict(), meta), tokenizer_to_json(tokenizer))
 
 
 def params(**options):
@@ -58,10 +59,9 @@ def params(**options):
     return BestOfNParams.from_params({**base, **options})
 
 
-def test_file_names_carry_the_scores_they_claim(generator_and_tokenizer):
-    generator, tokenizer = generator_and_tokenizer
+def test_file_names_carry_the_scores_they_claim(sampler):
     reward = MeanIntensityReward(selector_threshold=0.0)
-    files, kept, report = best_of_n(generator, tokenizer, PROMPTS, reward, params())
+    files, kept, report = best_of_n(sampler, PROMPTS, reward, params())
     assert len(files) == len(kept["images"]) == report["kept"] == 2
     for name, item in zip(files, report["files"], strict=True):
         match = re.fullmatch(r"(.+)_(\d+)_selector_(\d\.\d\d)_policy_(\d\.\d\d)", name)
@@ -75,10 +75,9 @@ def test_file_names_carry_the_scores_they_claim(generator_and_tokenizer):
     assert report["acceptance_rate"] == 1.0 and report["attempts"] == 2  # all pass at once
 
 
-def test_nothing_passes_an_impossible_threshold_and_every_attempt_is_made(generator_and_tokenizer):
-    generator, tokenizer = generator_and_tokenizer
+def test_nothing_passes_an_impossible_threshold_and_every_attempt_is_made(sampler):
     files, kept, report = best_of_n(
-        generator, tokenizer, PROMPTS, MeanIntensityReward(selector_threshold=1.01), params()
+        sampler, PROMPTS, MeanIntensityReward(selector_threshold=1.01), params()
     )
     assert files == {} and report["kept"] == 0 and report["acceptance_rate"] == 0.0
     assert report["attempts"] == 3 * len(PROMPTS)
@@ -86,12 +85,11 @@ def test_nothing_passes_an_impossible_threshold_and_every_attempt_is_made(genera
 
 
 def test_a_candidate_the_policy_rejects_does_not_end_its_prompts_attempts(
-    generator_and_tokenizer,
+    sampler,
 ):
-    generator, tokenizer = generator_and_tokenizer
     # every candidate passes the Selector, none the Policy: each prompt uses all N attempts
     reward = MeanIntensityReward(selector_threshold=0.0, policy_threshold=1.01)
-    files, _, report = best_of_n(generator, tokenizer, PROMPTS, reward, params())
+    files, _, report = best_of_n(sampler, PROMPTS, reward, params())
     assert report["attempts"] == 3 * len(PROMPTS)
     assert report["candidates_passing_selector"] == 3 * len(PROMPTS)
     assert report["candidates_accepted"] == 0 and report["acceptance_rate"] == 0.0 and not files

@@ -25,9 +25,8 @@ from PIL import Image
 from medgen.config import config_tree_from_params, require_positive_ints
 from medgen.datasets import TensorBundle
 from medgen.metrics.images import to_uint8
-from medgen.text2image.generator import generate_images, load_generator
 from medgen.text2image.rewards import RewardModel
-from medgen.text2image.tokenizer import tokenize, tokenizer_from_json
+from medgen.text2image.samplers import Sampler
 
 _PROMPT_MODALITY = re.compile(r"Brain MRI, (?P<name>[^:]+):")
 
@@ -67,8 +66,7 @@ def file_name(prompt: str, index: int, selector: float, policy: float) -> str:
 
 
 def best_of_n(
-    generator: TensorBundle,
-    tokenizer_json: Mapping[str, Any],
+    sampler: Sampler,
     prompts: Sequence[str],
     reward: RewardModel,
     params: BestOfNParams,
@@ -77,8 +75,6 @@ def best_of_n(
     """``({file name: PNG}, kept images bundle, report)``; attempts stop for a prompt once
     ``keep_per_prompt`` candidates passed. ``oracle``: a score the filter never sees (the
     simulated true quality), reported for the kept and the unfiltered images alike."""
-    task, network = load_generator(generator)
-    tokens = tokenize(tokenizer_from_json(tokenizer_json), list(prompts))
     thresholds = reward.params
     kept: list[dict[str, Any]] = []
     baseline: list[dict[str, torch.Tensor]] = []
@@ -89,11 +85,8 @@ def best_of_n(
         open_prompts = [i for i in range(len(prompts)) if len(passing[i]) < params.keep_per_prompt]
         if not open_prompts:
             break
-        images = generate_images(
-            task,
-            network,
-            tokens[open_prompts],
-            resolution=generator.metadata["resolution"],
+        images = sampler(
+            [prompts[i] for i in open_prompts],
             images_per_prompt=1,
             guidance_scale=params.guidance_scale,
             num_steps=params.num_steps,

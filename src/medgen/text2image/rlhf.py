@@ -25,6 +25,7 @@ from medgen.text2image.quality_selector import SelectorParams, train_and_evaluat
 from medgen.text2image.rated_pool import RatingsParams, check_ratings, simulate_rated_pool
 from medgen.text2image.reinforce import reinforce_generator
 from medgen.text2image.rewards import RewardModel, RewardParams
+from medgen.text2image.samplers import Sampler
 from medgen.text2image.stages import (
     FeatureSpace,
     StageEvalParams,
@@ -201,15 +202,15 @@ def reinforce(
 
 
 def measure_stages(
-    generators: Mapping[str, TensorBundle],
-    tokenizer_json: dict[str, Any],
+    samplers: Mapping[str, Sampler],
     captioned: TensorBundle,
     reward: RewardModel,
     oracle_reference: Mapping[str, Any],
     attribute_state: TensorBundle,
     params: StageEvalParams,
 ) -> tuple[dict[str, Any], Any]:
-    """Every stage's proxy / oracle / Fréchet numbers on held-out prompts, the gaps, a grid."""
+    """Every stage's proxy / oracle / Fréchet numbers on held-out prompts, the gaps, a grid
+    (``samplers``: the stages in order, each sampled in turn)."""
     rows = default_prompts(captioned, params.max_prompts)
     prompts = [captioned.metadata["texts"][i] for i in rows]
     if not prompts:
@@ -218,10 +219,7 @@ def measure_stages(
     real_train = select(captioned, split_rows(captioned, "train"))["images"]
     heldout = select(captioned, split_rows(captioned, "test") or split_rows(captioned, "val"))
     space = FeatureSpace(attribute_state, real_train, params.feature_dims)
-    images = {
-        name: stage_images(bundle, tokenizer_json, prompts, params)
-        for name, bundle in generators.items()
-    }
+    images = {name: stage_images(sampler, prompts, params) for name, sampler in samplers.items()}
     stages = {
         name: score_stage(
             batch, per_image, reward, oracle_reference, attribute_state, heldout, space
@@ -259,18 +257,17 @@ def measure_stages(
 
 
 def quality_filtered_generation(
-    generator: TensorBundle,
-    tokenizer_json: dict[str, Any],
+    sampler: Sampler,
     captioned: TensorBundle,
     reward: RewardModel,
     oracle_reference: Mapping[str, Any],
     params: BestOfNParams,
 ) -> tuple[dict[str, Any], TensorBundle, dict[str, Any]]:
-    """Best-of-N on held-out prompts with the final generator; files, kept bundle, report (with
+    """Best-of-N on held-out prompts with the final generator's ``sampler``; files, kept bundle, report (with
     the oracle quality of kept vs unfiltered images)."""
     prompts = heldout_prompts(captioned, params.max_prompts)
     return best_of_n(
-        generator, tokenizer_json, prompts, reward, params,
+        sampler, prompts, reward, params,
         oracle=lambda images: oracle_quality(images, oracle_reference),
     )  # fmt: skip
 

@@ -34,9 +34,8 @@ from medgen.datasets import TensorBundle
 from medgen.metrics.fid import frechet_distance
 from medgen.metrics.images import figure_image, new_figure
 from medgen.text2image.attributes import attribute_agreement, load_attribute_classifier
-from medgen.text2image.generator import generate_images, load_generator
 from medgen.text2image.rewards import RewardModel
-from medgen.text2image.tokenizer import tokenize, tokenizer_from_json
+from medgen.text2image.samplers import Sampler
 from medgen.text2image.true_quality import oracle_quality
 
 AGREEMENT_ATTRIBUTES = ("modality", "lesion_present", "side")
@@ -117,19 +116,10 @@ def mean_agreement(report: Mapping[str, Any]) -> float | None:
     return round(float(np.mean(values)), 4) if values else None
 
 
-def stage_images(
-    generator: TensorBundle,
-    tokenizer_json: Mapping[str, Any],
-    prompts: Sequence[str],
-    params: StageEvalParams,
-) -> torch.Tensor:
+def stage_images(sampler: Sampler, prompts: Sequence[str], params: StageEvalParams) -> torch.Tensor:
     """[P·K, 1, S, S] images of ``prompts`` (prompt-major), the same noise for every stage."""
-    task, network = load_generator(generator)
-    return generate_images(
-        task,
-        network,
-        tokenize(tokenizer_from_json(tokenizer_json), list(prompts)),
-        resolution=generator.metadata["resolution"],
+    return sampler(
+        list(prompts),
         images_per_prompt=params.images_per_prompt,
         guidance_scale=params.guidance_scale,
         num_steps=params.num_steps,

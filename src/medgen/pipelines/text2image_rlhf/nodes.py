@@ -24,8 +24,10 @@ from medgen.text2image.params import (
     UndertrainedParams,
 )
 from medgen.text2image.pretrained_report import pretrained_baseline_report
+from medgen.text2image.pretrained_stages import pretrained_part2 as run_pretrained_part2
 from medgen.text2image.reports import PART2_REPORTS, log_summary, text2image_summary
 from medgen.text2image.rewards import RewardParams
+from medgen.text2image.samplers import OfflineSampler
 from medgen.text2image.stages import StageEvalParams
 
 
@@ -231,8 +233,14 @@ def measure_stages(
 ) -> tuple[dict[str, Any], Any]:
     """Proxy vs oracle rewards and Fréchet distance of every stage on held-out prompts."""
     return rlhf.measure_stages(
-        {"part1": generator, "selector_filtered": filtered, "ddpo": reinforced},
-        tokenizer,
+        {
+            name: OfflineSampler(bundle, tokenizer)
+            for name, bundle in (
+                ("part1", generator),
+                ("selector_filtered", filtered),
+                ("ddpo", reinforced),
+            )
+        },
         captioned,
         rlhf.reward_model(selector, alignment, tokenizer, reward),
         oracle_reference,
@@ -253,10 +261,32 @@ def quality_filtered_generation(
 ) -> tuple[dict[str, Any], TensorBundle, dict[str, Any]]:
     """Best-of-N: kept PNGs named by their scores, the kept bundle, acceptance report."""
     return rlhf.quality_filtered_generation(
-        generator,
-        tokenizer,
+        OfflineSampler(generator, tokenizer),
         captioned,
         rlhf.reward_model(selector, alignment, tokenizer, reward),
         oracle_reference,
         BestOfNParams.from_params(params),
     )
+
+
+def pretrained_part2(
+    pretrained: dict[str, Any],
+    rated: TensorBundle,
+    selector: TensorBundle,
+    alignment: TensorBundle,
+    tokenizer: dict[str, Any],
+    captioned: TensorBundle,
+    reward: dict[str, Any],
+    oracle_reference: dict[str, Any],
+    attribute_classifiers: TensorBundle,
+    stage_evaluation: dict[str, Any],
+    best_of_n: dict[str, Any],
+    checkpoint_root: str,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Part 2's generator stages on Stable Diffusion with LoRA, where enabled (conf/cluster)."""
+    return run_pretrained_part2(
+        PretrainedParams.from_params(pretrained), rated, selector, alignment, tokenizer,
+        captioned, reward, oracle_reference, attribute_classifiers,
+        StageEvalParams.from_params(stage_evaluation), BestOfNParams.from_params(best_of_n),
+        Path(checkpoint_root, "stable_diffusion_part2"),
+    )  # fmt: skip
