@@ -36,9 +36,10 @@ def run_pipeline(
     pipeline: str,
     params: dict[str, Any] | None = None,
     tags: list[str] | None = None,
+    node_names: list[str] | None = None,
 ) -> str | None:
-    """Run one pipeline with env ``test`` (only its nodes with one of ``tags``, when given);
-    return the MLflow run id it logged to."""
+    """Run one pipeline with env ``test`` (only its nodes with one of ``tags`` or named in
+    ``node_names``, when given); return the MLflow run id it logged to."""
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.chdir(project)
         bootstrap_project(project)
@@ -47,7 +48,7 @@ def run_pipeline(
             with KedroSession.create(
                 project_path=project, env="test", runtime_params=params or None
             ) as session:
-                session.run(pipeline_names=[pipeline], tags=tags)
+                session.run(pipeline_names=[pipeline], tags=tags, node_names=node_names)
                 run_id = mlflow.active_run().info.run_id if mlflow.active_run() else None
         finally:
             # kedro-mlflow re-enters its run once per node and closes it once: in a process

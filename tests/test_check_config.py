@@ -155,6 +155,29 @@ def test_a_key_the_code_would_refuse_is_reported_with_its_hint():
     ), check.problems
 
 
+@pytest.mark.parametrize(
+    ("override", "block", "hint"),
+    [
+        ({"pretrained": {"part2": {"lora_rnak": 4}}}, "text2image.pretrained", "lora_rank"),
+        (
+            {"pretrained": {"part2": {"reinforce": {"round": 2}}}},
+            "text2image.pretrained",
+            "rounds",
+        ),
+        ({"reinforce": {"kl_wieght": 0.1}}, "text2image.reinforce", "kl_weight"),
+        ({"best_of_n": {"attempt": 3}}, "text2image.best_of_n", "attempts"),
+    ],
+)
+def test_a_refused_part2_key_of_text2image_is_reported(override, block, hint):
+    check = check_environment(
+        "cluster", CONF, runtime_params={"text2image": override}, pipelines=["text2image_rlhf"]
+    )
+    assert any(
+        f"params:{block}" in p and f"did you mean '{hint}'" in p for p in check.problems
+    ), check.problems
+    assert not any("no reader" in p for p in check.problems)
+
+
 def test_the_command_writes_the_report_and_exits_1_on_a_problem(tmp_path, capsys):
     output = tmp_path / "report.md"
     assert main(["--env", "test", "--pipelines", "data_processing", "--output", str(output)]) == 0

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import string
-
 import pytest
 import torch
 
@@ -20,6 +18,7 @@ from medgen.text2image.pretrained import (
     strategy_for_scheduler,
 )
 from medgen.training.checkpoint import LATEST, load_checkpoint
+from tests.text2image.tiny_sd import SD15_SCHEDULE, save_tiny_stable_diffusion
 from tests.torch_threads import single_torch_thread  # noqa: F401
 
 CAPTIONS = [
@@ -37,92 +36,11 @@ TRAINING = {
     "device": "cpu",
     "seed": 0,
 }
-#: Stable Diffusion 1.5's scheduler_config.json (training-relevant keys).
-SD15_SCHEDULE = {
-    "beta_schedule": "scaled_linear",
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "num_train_timesteps": 1000,
-    "prediction_type": "epsilon",
-    "trained_betas": None,
-}
-
-
-def tiny_clip_tokenizer(max_length: int):
-    """A character-level CLIP BPE tokenizer (no merges) over letters, digits and punctuation."""
-    from transformers import CLIPTokenizer
-
-    symbols = string.ascii_lowercase + string.digits + ".,;-"
-    vocab = {s: i for i, s in enumerate(symbols)}
-    vocab.update({f"{s}</w>": len(symbols) + i for i, s in enumerate(symbols)})
-    vocab.update({"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1})
-    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=max_length)
 
 
 @pytest.fixture(scope="module")
 def sd_folder(tmp_path_factory):
-    from diffusers import (
-        AutoencoderKL,
-        PNDMScheduler,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    torch.manual_seed(0)
-    tokenizer = tiny_clip_tokenizer(32)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            max_position_embeddings=32,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=16,
-        attention_head_dim=4,
-        norm_num_groups=4,
-    )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(8,),
-        down_block_types=("DownEncoderBlock2D",),
-        up_block_types=("UpDecoderBlock2D",),
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=8,
-    )
-    # as Stable Diffusion 1.5 ships it: PNDM for sampling; training reads its schedule
-    scheduler = PNDMScheduler(
-        **SD15_SCHEDULE, steps_offset=1, skip_prk_steps=True, set_alpha_to_one=False
-    )
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    folder = tmp_path_factory.mktemp("tiny_sd")
-    pipe.save_pretrained(folder)
-    return folder
+    return save_tiny_stable_diffusion(tmp_path_factory.mktemp("tiny_sd"))
 
 
 @pytest.fixture(scope="module")
@@ -294,7 +212,7 @@ def model_tokenizer(folder):
 def test_pipeline_step_runs_baseline_and_lora_finetuning_or_says_it_is_disabled(
     sd_folder, images, tmp_path
 ):
-    from medgen.text2image.params import PretrainedParams
+    from medgen.text2image.params import PretrainedParams, PretrainedPart2Params
     from medgen.text2image.pretrained_report import pretrained_baseline_report
 
     params = dict(
@@ -308,6 +226,7 @@ def test_pipeline_step_runs_baseline_and_lora_finetuning_or_says_it_is_disabled(
         finetune=True,
         lora_rank=2,
         training=TRAINING,
+        part2=PretrainedPart2Params(False, 2, None, False, TRAINING, {}),
     )
     report = pretrained_baseline_report(
         PretrainedParams(**params), CAPTIONS[:2], images, tmp_path / "sd"

@@ -24,14 +24,24 @@ from medgen.data.validation import ValidationRules
 from medgen.evaluation.params import InDomainBackboneParams, ReportParams, ScoringParams
 from medgen.generation import GenerationParams, LrFinderParams, RoleParams, SharedModelParams
 from medgen.generation.class_conditional_3d import ClassConditionalParams
+from medgen.generation.demo_checks import SLICES_SECTION, VOLUMES_SECTION
 from medgen.generation.volumes_3d import VolumeGenerationParams
 from medgen.inpainting import params as inpainting
 from medgen.inpainting.cases import CaseConfig
 from medgen.inpainting.unet_baseline import UNetBaselineNetwork
+from medgen.metrics.demo_checks import DemoCheckParams
 from medgen.text2image import params as text2image
+from medgen.text2image.alignment import AlignmentParams
 from medgen.text2image.attributes import AttributeClassifierParams
+from medgen.text2image.best_of_n import BestOfNParams
 from medgen.text2image.export import ExportConfig
+from medgen.text2image.filtered_finetune import FilteredFinetuneParams
 from medgen.text2image.network import TextConditionedUNetConfig
+from medgen.text2image.quality_selector import SelectorParams
+from medgen.text2image.rated_pool import RatingsParams
+from medgen.text2image.reinforce import ReinforceParams
+from medgen.text2image.rewards import RewardParams
+from medgen.text2image.stages import StageEvalParams
 from medgen.training import TrainingConfig
 from medgen.training.distributed import Resources
 
@@ -102,6 +112,23 @@ def _generator(value: Mapping[str, Any]) -> None:
 def _pretrained(value: Mapping[str, Any]) -> None:
     options = text2image.PretrainedParams.from_params(value)
     TrainingConfig.from_dict(options.training)
+    TrainingConfig.from_dict(options.part2.filtered_training)
+    _reinforce(options.part2.reinforce)
+
+
+def _reinforce(value: Mapping[str, Any]) -> None:
+    # the engine options DDPO derives (any positive step count shows a bad key the same way)
+    ReinforceParams.from_params(value).training_config(1)
+
+
+def _filtered_finetune(value: Mapping[str, Any]) -> None:
+    options = FilteredFinetuneParams.from_params(value)
+    TrainingConfig.from_dict(options.training)
+    Resources.from_dict(options.resources)
+
+
+def _demo_checks(section: str) -> Callable[[Any], Any]:
+    return lambda value: DemoCheckParams.from_params(value, section)
 
 
 #: ``params:`` name -> the reader its node uses (raises on a key the run would refuse).
@@ -126,6 +153,8 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "latent_diffusion.images": _role("images"),
     "latent_diffusion.generation": GenerationParams.from_params,
     "latent_diffusion.lr_finder": LrFinderParams.from_params,
+    "latent_diffusion.demo_checks": _demo_checks(SLICES_SECTION),
+    "latent_diffusion.volumes.demo_checks": _demo_checks(VOLUMES_SECTION),
     "latent_diffusion.volumes.generator": ClassConditionalParams.from_params,
     "latent_diffusion.volumes.generation": VolumeGenerationParams.from_params,
     "latent_diffusion.volumes.checkpoint_dir": _path,
@@ -139,7 +168,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "inpainting.sampling": inpainting.SamplingParams.from_params,
     "inpainting.baselines": inpainting.ClassicalParams.from_params,
     "inpainting.scoring": inpainting.ScoringParams.from_params,
-    # text2image_rlhf, part 1 (the part-2 blocks are reported as not checked until listed here)
+    # text2image_rlhf
     "text2image.checkpoint_root": _path,
     "text2image.export": ExportConfig.from_params,
     "text2image.tokenizer": text2image.TokenizerParams.from_params,
@@ -148,6 +177,15 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "text2image.generation": text2image.GenerationParams.from_params,
     "text2image.attributes": AttributeClassifierParams.from_params,
     "text2image.pretrained": _pretrained,
+    "text2image.undertrained": text2image.UndertrainedParams.from_params,
+    "text2image.ratings": RatingsParams.from_params,
+    "text2image.selector": SelectorParams.from_params,
+    "text2image.alignment": AlignmentParams.from_params,
+    "text2image.reward": RewardParams.from_params,
+    "text2image.filtered_finetune": _filtered_finetune,
+    "text2image.reinforce": _reinforce,
+    "text2image.stage_evaluation": StageEvalParams.from_params,
+    "text2image.best_of_n": BestOfNParams.from_params,
     # evaluation
     "evaluation.seed": _integer,
     "evaluation.in_domain_backbone": InDomainBackboneParams.from_params,

@@ -38,16 +38,12 @@ class FilteredFinetuneParams:
         return config_tree_from_params(cls, params, "text2image.filtered_finetune")
 
 
-def selector_filtered_finetune(
-    generator: TensorBundle,
-    rated: TensorBundle,
-    selector: TensorBundle,
-    tokenizer_json: Mapping[str, Any],
-    selector_threshold: float,
-    params: FilteredFinetuneParams,
-    checkpoint_dir: str | Path,
-) -> tuple[TensorBundle, dict[str, Any]]:
-    """The fine-tuned generator bundle (same metadata) and a report of what was kept."""
+def selector_kept_pool(
+    rated: TensorBundle, selector: TensorBundle, selector_threshold: float, min_kept: int
+) -> tuple[TensorBundle, list[int]]:
+    """The rated pool's training images, one row per image, and the indices of those the
+    Selector scores at or above ``selector_threshold``; ValueError when fewer than ``min_kept``
+    (one batch) pass."""
     # one row per image (a ratings table lists an image once per rating)
     paths = rated.metadata.get("paths")
     rows = split_rows(rated, "train")
@@ -61,12 +57,43 @@ def selector_filtered_finetune(
     pool = select(rated, rows)
     scores = score_images(selector, pool["images"])
     kept = [i for i, s in enumerate(scores.tolist()) if s >= selector_threshold]
-    if len(kept) < params.training.get("batch_size", 8):
+    if len(kept) < min_kept:
         raise ValueError(
             f"text2image.filtered_finetune: the Selector keeps {len(kept)} of {len(rows)} "
             f"training images at threshold {selector_threshold}, fewer than one batch: lower "
             "text2image.reward.selector_threshold or check the Selector's report"
         )
+    return pool, kept
+
+
+def kept_pool_report(pool: TensorBundle, kept: list[int], selector_threshold: float) -> dict:
+    """What the filter kept; the composition by source is for the reader only (the filter never
+    sees these labels)."""
+    sources = pool.metadata.get("extra_columns", {}).get("source")
+    total = len(pool["images"])
+    return {
+        "pool_training_images": total,
+        "kept": len(kept),
+        "kept_fraction": round(len(kept) / total, 4),
+        "selector_threshold": selector_threshold,
+        "pool_by_source": dict(Counter(sources)) if sources else None,
+        "kept_by_source": dict(Counter(sources[i] for i in kept)) if sources else None,
+    }
+
+
+def selector_filtered_finetune(
+    generator: TensorBundle,
+    rated: TensorBundle,
+    selector: TensorBundle,
+    tokenizer_json: Mapping[str, Any],
+    selector_threshold: float,
+    params: FilteredFinetuneParams,
+    checkpoint_dir: str | Path,
+) -> tuple[TensorBundle, dict[str, Any]]:
+    """The fine-tuned generator bundle (same metadata) and a report of what was kept."""
+    pool, kept = selector_kept_pool(
+        rated, selector, selector_threshold, params.training.get("batch_size", 8)
+    )
     train = select(pool, kept)
     meta = generator.metadata
     resolution = int(meta["resolution"])
@@ -87,16 +114,9 @@ def selector_filtered_finetune(
         init=generator,
         name="text2image_filtered",
     )
-    sources = pool.metadata.get("extra_columns", {}).get("source")
     losses = [r["loss"] for r in outcome.result.history if r.get("kind") == "step"]
     report = {
-        "pool_training_images": len(rows),
-        "kept": len(kept),
-        "kept_fraction": round(len(kept) / len(rows), 4),
-        "selector_threshold": selector_threshold,
-        # composition, for the reader only (the filter never sees these labels)
-        "pool_by_source": dict(Counter(sources)) if sources else None,
-        "kept_by_source": dict(Counter(sources[i] for i in kept)) if sources else None,
+        **kept_pool_report(pool, kept, selector_threshold),
         "steps": outcome.result.steps,
         "first_loss": losses[0] if losses else None,
         "final_loss": losses[-1] if losses else None,

@@ -97,12 +97,29 @@ class GenerationParams:
 
 
 @dataclass(frozen=True)
+class PretrainedPart2Params:
+    """``text2image.pretrained.part2``: part 2's generator stages on Stable Diffusion
+    (`medgen.text2image.pretrained_stages`). ``enabled``; LoRA ``lora_rank`` / ``lora_alpha``
+    (null: the rank) of both stages; ``gradient_checkpointing`` of the UNet during DDPO
+    (recompute instead of storing activations); ``filtered_training`` the engine's options of the
+    Selector-filtered fine-tune; ``reinforce`` a full ``text2image.reinforce``-style block
+    (`medgen.text2image.reinforce.ReinforceParams`) with SD's own sizes."""
+
+    enabled: bool
+    lora_rank: int
+    lora_alpha: float | None
+    gradient_checkpointing: bool
+    filtered_training: dict[str, Any]
+    reinforce: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class PretrainedParams:
     """``text2image.pretrained``: the Stable Diffusion path. ``enabled`` (false offline: the
     report says so and how to enable it), ``model`` (HF id or local diffusers folder),
     ``cache_dir`` (null: the HF default), baseline generation settings (``num_inference_steps``,
     ``guidance_scale``, ``resolution``, ``images_per_prompt``), and fine-tuning (``finetune``,
-    ``lora_rank`` null: the whole UNet, ``training``)."""
+    ``lora_rank`` null: the whole UNet, ``training``); ``part2``: the part-2 stages on it."""
 
     enabled: bool
     model: str
@@ -114,10 +131,13 @@ class PretrainedParams:
     finetune: bool
     lora_rank: int | None
     training: dict[str, Any]
+    part2: PretrainedPart2Params
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> PretrainedParams:
-        return config_tree_from_params(cls, params, "text2image.pretrained")
+        config = config_tree_from_params(cls, params, "text2image.pretrained")
+        require_positive_ints(config.part2, "text2image.pretrained.part2", "lora_rank")
+        return config
 
 
 @dataclass(frozen=True)

@@ -134,6 +134,12 @@ def load_stable_diffusion(
     )
 
 
+def to_best_device(pipe):
+    """``pipe`` on the GPU when there is one (generation only; training jobs place their own
+    model)."""
+    return pipe.to("cuda") if torch.cuda.is_available() else pipe
+
+
 def baseline_generation(
     pipe,
     prompts: Sequence[str],

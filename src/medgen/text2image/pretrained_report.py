@@ -20,6 +20,7 @@ from medgen.text2image.pretrained import (
     baseline_generation,
     finetune_stable_diffusion,
     load_stable_diffusion,
+    to_best_device,
 )
 
 HOW_TO_ENABLE = (
@@ -38,7 +39,9 @@ def pretrained_baseline_report(
     """Run the enabled pretrained path on ``prompts``; what it did, or why it did not run."""
     if not params.enabled:
         return {"status": "disabled", "model": params.model, "how_to_enable": HOW_TO_ENABLE}
-    pipe = load_stable_diffusion(params.model, local_files_only=True, cache_dir=params.cache_dir)
+    pipe = to_best_device(
+        load_stable_diffusion(params.model, local_files_only=True, cache_dir=params.cache_dir)
+    )
 
     def generate() -> dict[str, Any]:
         start = time.perf_counter()

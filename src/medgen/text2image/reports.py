@@ -19,6 +19,7 @@ PART2_REPORTS = (
     "reinforce",
     "stages",
     "best_of_n",
+    "pretrained_part2",
 )
 
 
@@ -48,6 +49,21 @@ def text2image_summary(
     }
 
 
+def stage_means(stages: dict[str, Any]) -> dict[str, Any]:
+    """Per stage: the proxy means, the oracle's and the Fréchet distance."""
+    return {
+        name: {
+            "reward": stage["proxy"]["reward"],
+            "selector": stage["proxy"]["selector"],
+            "policy": stage["proxy"]["policy"],
+            "oracle_quality": stage["oracle"]["quality"],
+            "attribute_agreement": stage["oracle"]["attribute_agreement"],
+            "frechet": stage["frechet_to_real_heldout"].get("value"),
+        }
+        for name, stage in stages["stages"].items()
+    }
+
+
 def rlhf_headline(part2: dict[str, Any]) -> dict[str, Any]:
     """The numbers a reader wants first: scorer AUROCs (with their controls), proxy vs oracle
     gains per stage, the best-of-N acceptance."""
@@ -55,19 +71,24 @@ def rlhf_headline(part2: dict[str, Any]) -> dict[str, Any]:
     return {
         "selector_auroc": part2["selector"].get("headline"),
         "alignment_auroc": part2["alignment"].get("headline"),
-        "stage_means": {
-            name: {
-                "reward": stage["proxy"]["reward"],
-                "selector": stage["proxy"]["selector"],
-                "policy": stage["proxy"]["policy"],
-                "oracle_quality": stage["oracle"]["quality"],
-                "attribute_agreement": stage["oracle"]["attribute_agreement"],
-                "frechet": stage["frechet_to_real_heldout"].get("value"),
-            }
-            for name, stage in stages["stages"].items()
-        },
+        "stage_means": stage_means(stages),
         "proxy_vs_oracle_gaps": stages["gaps"],
         "best_of_n_acceptance_rate": part2["best_of_n"]["acceptance_rate"],
+        **_stable_diffusion_headline(part2.get("pretrained_part2") or {}),
+    }
+
+
+def _stable_diffusion_headline(report: dict[str, Any]) -> dict[str, Any]:
+    """The same stage means and gaps for the Stable Diffusion stages, where they ran."""
+    if report.get("status") != "ran":
+        return {}
+    stages = report["stages"]
+    return {
+        "stable_diffusion": {
+            "stage_means": stage_means(stages),
+            "proxy_vs_oracle_gaps": stages["gaps"],
+            "best_of_n_acceptance_rate": report["best_of_n"]["acceptance_rate"],
+        }
     }
 
 

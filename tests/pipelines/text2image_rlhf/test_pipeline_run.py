@@ -3,7 +3,8 @@
 Tiny synthetic slice bundles (32², an elliptic brain, a lesion in every other slice) stand in
 for data_processing's outputs; every node runs: export with captions, the CSV reader, the
 tokenizer, the generator for three steps, generation, the prompt-agreement classifiers and the
-(disabled) pretrained path.
+(disabled) pretrained path; part 2; then the pretrained path and part 2 on a tiny Stable
+Diffusion.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from medgen.datasets import TensorDataset
 from tests.generation.synthetic_slices import synthetic_slices
 from tests.kedro_project import make_project, run_pipeline
+from tests.text2image.tiny_sd import save_tiny_stable_diffusion
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +102,58 @@ def test_part2_rates_scores_fine_tunes_and_filters(project: Path):
         assert f"_selector_{item['selector']:.2f}_policy_{item['policy']:.2f}.png" in item["file"]
     assert (project / "data/08_reporting/text2image/stages_grid.png").exists()
     assert (project / "data/08_reporting/text2image/selector_reliability.png").exists()
+
+
+def test_part2_on_stable_diffusion_with_lora_through_kedro(project: Path, tmp_path: Path):
+    """The same stages on a tiny Stable Diffusion (conf/cluster's path), re-running only its node
+    and the summary on this project's scorers and rated pool."""
+    folder = save_tiny_stable_diffusion(tmp_path / "tiny_sd")
+    training = {"max_steps": 2, "batch_size": 2, "lr": 1.0e-3, "log_every": 1, "progress": False}
+    params = {
+        "text2image": {
+            "pretrained": {
+                "enabled": True,
+                "model": str(folder),
+                "resolution": 8,
+                "num_inference_steps": 2,
+                "images_per_prompt": 1,
+                "part2": {
+                    "enabled": True,
+                    "lora_rank": 2,
+                    "gradient_checkpointing": False,
+                    "filtered_training": training,
+                    "reinforce": {
+                        "rounds": 1,
+                        "prompts_per_round": 1,
+                        "images_per_prompt": 2,
+                        "num_steps": 3,
+                        "training": {"lr": 1.0e-3, "progress": False},
+                    },  # fmt: skip
+                },
+            }
+        }
+    }
+    run_pipeline(
+        project, "text2image_rlhf", params,
+        node_names=["pretrained_baseline", "pretrained_part2", "summarise_text2image"],
+    )  # fmt: skip
+    report = json.loads(
+        (project / "data/08_reporting/text2image/pretrained_part2.json").read_text()
+    )
+    assert report["status"] == "ran" and report["lora_rank"] == 2
+    assert report["filtered_finetune"]["steps"] == 2
+    assert report["filtered_finetune"]["trained"] == "lora"
+    assert report["reinforce"]["steps"] == 2  # 1 round x 2 stochastic DDIM steps
+    assert report["reinforce"]["trained_parameters"] > 0
+    assert set(report["stages"]["stages"]) == {"pretrained", "selector_filtered", "ddpo"}
+    assert set(report["stages"]["gaps"]) == {"selector_filtered", "ddpo"}
+    out = project / "data/07_model_output/text2image_rlhf/stable_diffusion_part2"
+    assert (out / "stages_grid.png").exists()
+    best = sorted(p.name for p in (out / "best_of_n").glob("*.png"))
+    assert best == sorted(item["file"] for item in report["best_of_n"]["files"])
+    summary = json.loads((project / "data/08_reporting/text2image/summary.json").read_text())
+    assert summary["pretrained"]["status"] == "ran"
+    sd = summary["rlhf"]["stable_diffusion"]
+    assert set(sd["stage_means"]) == {"pretrained", "selector_filtered", "ddpo"}
+    checkpoints = project / "data/06_models/text2image/stable_diffusion_part2"
+    assert (checkpoints / "filtered").is_dir() and (checkpoints / "ddpo").is_dir()

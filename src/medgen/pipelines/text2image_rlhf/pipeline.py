@@ -9,6 +9,7 @@ Part 2:
     train_selector (quality, from ratings) ; train_alignment (Policy, from captions)
     finetune_filtered (Stage 2a) -> reinforce (Stage 2b, DDPO)
     measure_stages (proxy vs oracle, Fréchet) ; quality_filtered_generation (best-of-N)
+    pretrained_part2 (the same stages on Stable Diffusion with LoRA, where enabled)
     summarise -> data/08_reporting/text2image/summary.json
 
 The CSV is one file under two catalog names (Kedro transcoding): ``@pandas`` written by the
@@ -211,6 +212,26 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="quality_filtered_generation",
             ),
             node(
+                nodes.pretrained_part2,
+                [
+                    "params:text2image.pretrained",
+                    RATED,
+                    "text2image.selector",
+                    "text2image.alignment_scorer",
+                    "text2image.tokenizer",
+                    IMAGES,
+                    "params:text2image.reward",
+                    "text2image.oracle_reference",
+                    "text2image.attribute_classifiers",
+                    "params:text2image.stage_evaluation",
+                    "params:text2image.best_of_n",
+                    ROOT,
+                ],
+                ["text2image.pretrained_part2_report", "text2image.pretrained_part2_png"],
+                name="pretrained_part2",
+                tags=["training"],
+            ),
+            node(
                 nodes.summarise,
                 [
                     "text2image.generator_report",
@@ -225,6 +246,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "text2image.reinforce_report",
                     "text2image.stages_report",
                     "text2image.best_of_n_report",
+                    "text2image.pretrained_part2_report",
                 ],
                 "text2image.summary",
                 name="summarise_text2image",
