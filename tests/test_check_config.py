@@ -172,9 +172,9 @@ def test_a_refused_part2_key_of_text2image_is_reported(override, block, hint):
     check = check_environment(
         "cluster", CONF, runtime_params={"text2image": override}, pipelines=["text2image_rlhf"]
     )
-    assert any(
-        f"params:{block}" in p and f"did you mean '{hint}'" in p for p in check.problems
-    ), check.problems
+    assert any(f"params:{block}" in p and f"did you mean '{hint}'" in p for p in check.problems), (
+        check.problems
+    )
     assert not any("no reader" in p for p in check.problems)
 
 
