@@ -46,7 +46,13 @@ from medgen.text2image.pretrained import (
     strategy_for_scheduler,
     to_best_device,
 )
-from medgen.text2image.reinforce import DDPOLoss, PolicyNetwork, ReinforceParams, RoundSteps
+from medgen.text2image.reinforce import (
+    DDPOLoss,
+    PolicyNetwork,
+    ReinforceParams,
+    RoundSteps,
+    rounds_report,
+)
 from medgen.text2image.rewards import RewardModel, RewardParams
 from medgen.text2image.samplers import rgb_to_gray
 from medgen.text2image.workflow import select
@@ -262,23 +268,13 @@ def sd_reinforce(
         )
     )
     state = sub_state_dict(outcome.result.model_state, "network.")
-    records = [r for r in outcome.result.history if r.get("kind") == "step"]
-    rounds = [
-        {k: round(float(v), 5) for k, v in r.items() if k not in ("kind", "lr", "epoch")}
-        for r in records
-    ]
-    report = {
-        "objective": "DDPO (PPO-clipped policy gradient on SD's denoising chain, LoRA) + KL to "
-        "the filtered model",
-        "training_prompts": len(prompts),
-        "steps": outcome.result.steps,
-        "trained_parameters": int(sum(t.numel() for t in state.values())),
-        "records": rounds,
-        "first_round_reward": rounds[0].get("round_reward") if rounds else None,
-        "last_round_reward": rounds[-1].get("round_reward") if rounds else None,
-        "seconds": round(outcome.seconds, 1),
-        "skipped": outcome.skipped,
-    }
+    report = rounds_report(
+        outcome,
+        "DDPO (PPO-clipped policy gradient on SD's denoising chain, LoRA) + KL to the filtered "
+        "model",
+        len(prompts),
+    )
+    report["trained_parameters"] = int(sum(t.numel() for t in state.values()))
     return state, report
 
 

@@ -354,3 +354,23 @@ def reinforce_generator(
     outcome = run_job(job)
     weights = sub_state_dict(outcome.result.model_state, "network.")
     return TensorBundle(weights, dict(meta)), outcome
+
+
+def rounds_report(outcome: JobOutcome, objective: str, prompts: int) -> dict[str, Any]:
+    """What a DDPO job did: its per-step records (the round's mean rewards among them), the
+    first and last round's reward, the time."""
+    records = [r for r in outcome.result.history if r.get("kind") == "step"]
+    rounds = [
+        {k: round(float(v), 5) for k, v in r.items() if k not in ("kind", "lr", "epoch")}
+        for r in records
+    ]
+    return {
+        "objective": objective,
+        "training_prompts": prompts,
+        "steps": outcome.result.steps,
+        "records": rounds,
+        "first_round_reward": rounds[0].get("round_reward") if rounds else None,
+        "last_round_reward": rounds[-1].get("round_reward") if rounds else None,
+        "seconds": round(outcome.seconds, 1),
+        "skipped": outcome.skipped,
+    }

@@ -23,7 +23,7 @@ from medgen.text2image.generator import generate_images, load_generator
 from medgen.text2image.params import GeneratorParams, UndertrainedParams
 from medgen.text2image.quality_selector import SelectorParams, train_and_evaluate_selector
 from medgen.text2image.rated_pool import RatingsParams, check_ratings, simulate_rated_pool
-from medgen.text2image.reinforce import reinforce_generator
+from medgen.text2image.reinforce import reinforce_generator, rounds_report
 from medgen.text2image.rewards import RewardModel, RewardParams
 from medgen.text2image.samplers import Sampler
 from medgen.text2image.stages import (
@@ -183,21 +183,11 @@ def reinforce(
         generator, selector, alignment, tokenizer_json, tokens, prompts,
         reinforce_params, reward, checkpoint_dir,
     )  # fmt: skip
-    records = [r for r in outcome.result.history if r.get("kind") == "step"]
-    rounds = [
-        {k: round(float(v), 5) for k, v in r.items() if k not in ("kind", "lr", "epoch")}
-        for r in records
-    ]
-    report = {
-        "objective": "DDPO (PPO-clipped policy gradient on the denoising chain) + KL to start",
-        "training_prompts": len(prompts),
-        "steps": outcome.result.steps,
-        "records": rounds,
-        "first_round_reward": rounds[0].get("round_reward") if rounds else None,
-        "last_round_reward": rounds[-1].get("round_reward") if rounds else None,
-        "seconds": round(outcome.seconds, 1),
-        "skipped": outcome.skipped,
-    }
+    report = rounds_report(
+        outcome,
+        "DDPO (PPO-clipped policy gradient on the denoising chain) + KL to start",
+        len(prompts),
+    )
     return bundle, report
 
 
