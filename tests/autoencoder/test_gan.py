@@ -13,6 +13,7 @@ from medgen.autoencoder.gan import (
     GANComponentsLogger,
     build_autoencoder_gan,
     build_patch_discriminator,
+    channel_difference_l1,
     gan_loss,
     patch_discriminator_output_size,
 )
@@ -242,3 +243,57 @@ def test_components_are_logged_and_the_step_counter_survives_exact_resume(tmp_pa
     assert all(set(COMPONENTS) <= set(r) for r in steps)
     # Steps 1-2 are before the adversarial start (3), 5-6 after it.
     assert steps[0]["discriminator"] == 0 and steps[2]["discriminator"] > 0
+
+
+def test_channel_difference_term_equals_an_independent_computation():
+    torch.manual_seed(0)
+    ae = build_kl_autoencoder(AE, in_channels=3, spatial_dims=2)
+    loss = {"channel_difference": 2.0, "difference_pairs": [[1, 0], [2, 0]], "adversarial": 0.0}
+    gan = build_autoencoder_gan(ae, discriminator=DISC, loss=loss, perceptual={"enabled": False})
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    torch.manual_seed(3)
+    out = gan(x)
+    torch.manual_seed(3)
+    recon, kl = gan.autoencoder.reconstruct(x)
+    # numpy, channel by channel: mean |(r_a - r_b) - (x_a - x_b)| summed over the two pairs
+    r, t = recon.detach().numpy(), x.numpy()
+    expected = sum(
+        abs((r[:, a] - r[:, b]) - (t[:, a] - t[:, b])).mean() for a, b in ((1, 0), (2, 0))
+    )
+    assert out["channel_difference"].item() == pytest.approx(float(expected), rel=1e-5)
+    discriminator_tie = 0.0  # adversarial weight 0: the tie term is exactly 0
+    total = out["l1"] + 1e-6 * kl + 2.0 * out["channel_difference"] + discriminator_tie
+    torch.testing.assert_close(out["loss"], total)
+    # it sees only differences: an offset common to all channels costs nothing, a change of
+    # one channel's contrast does
+    assert channel_difference_l1(x + 0.3, x, ((1, 0), (2, 0))).item() == pytest.approx(0, abs=1e-6)
+    brighter = x.clone()
+    brighter[:, 1] += 0.3
+    assert channel_difference_l1(brighter, x, ((1, 0),)).item() == pytest.approx(0.3, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("loss", "message"),
+    [
+        ({"channel_difference": 1.0}, "needs difference_pairs"),
+        ({"difference_pairs": [[1, 1]]}, "two different channel indices"),
+        ({"difference_pairs": [[0]]}, "two different channel indices"),
+        ({"channel_difference": -1.0, "difference_pairs": [[1, 0]]}, "must be a number >= 0"),
+    ],
+)
+def test_bad_channel_difference_settings_are_refused(loss, message):
+    with pytest.raises(ValueError, match=message):
+        build_autoencoder_gan(
+            build_kl_autoencoder(AE, in_channels=2, spatial_dims=2),
+            loss=loss,
+            perceptual={"enabled": False},
+        )
+
+
+def test_a_difference_pair_beyond_the_input_channels_is_refused():
+    with pytest.raises(ValueError, match="has 2 input channels"):
+        build_autoencoder_gan(
+            build_kl_autoencoder(AE, in_channels=2, spatial_dims=2),
+            loss={"channel_difference": 1.0, "difference_pairs": [[2, 0]]},
+            perceptual={"enabled": False},
+        )
