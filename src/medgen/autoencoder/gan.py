@@ -201,8 +201,8 @@ class AutoencoderGAN(nn.Module):
                 f"micro_batches_per_step must be an integer >= 1, got {micro_batches_per_step!r}"
             )
         weights = weights or GANLossWeights()
-        channels = int(getattr(autoencoder, "in_channels", 0) or 0)
-        if channels and any(max(p) >= channels for p in weights.difference_pairs):
+        channels = int(autoencoder.in_channels)
+        if any(max(p) >= channels for p in weights.difference_pairs):
             raise ValueError(
                 f"loss parameter difference_pairs={[list(p) for p in weights.difference_pairs]}"
                 f": the autoencoder has {channels} input channels"

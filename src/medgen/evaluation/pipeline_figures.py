@@ -3,8 +3,8 @@
 The autoencoder, 3D volumes, inpainting and text2image pipelines draw their outputs beside
 real images (reconstructions beside their inputs; generated volumes beside real validation
 volumes; input, inpainting, truth, error and per-voxel SD; every stage beside the real
-held-out image of each prompt) into their own reporting folders. The report embeds those figures under each source instead of drawing them
-a second time. Each arrives from the catalog as a PIL image, a partitioned dataset of them
+held-out image of each prompt) into their own reporting folders. The report embeds those
+figures under each source instead of drawing them a second time. Each arrives from the catalog as a PIL image, a partitioned dataset of them
 (name → loader) or None when its pipeline has not run.
 """
 

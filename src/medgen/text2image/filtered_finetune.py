@@ -22,6 +22,7 @@ from medgen.text2image.generator import generator_weights, train_text2image
 from medgen.text2image.quality_selector import score_images
 from medgen.text2image.tokenizer import tokenize, tokenizer_from_json
 from medgen.text2image.workflow import select, split_rows
+from medgen.training import TrainingConfig
 
 
 @dataclass(frozen=True)
@@ -91,9 +92,8 @@ def selector_filtered_finetune(
     checkpoint_dir: str | Path,
 ) -> tuple[TensorBundle, dict[str, Any]]:
     """The fine-tuned generator bundle (same metadata) and a report of what was kept."""
-    pool, kept = selector_kept_pool(
-        rated, selector, selector_threshold, params.training.get("batch_size", 8)
-    )
+    batch_size = TrainingConfig.from_dict(params.training).batch_size
+    pool, kept = selector_kept_pool(rated, selector, selector_threshold, batch_size)
     train = select(pool, kept)
     meta = generator.metadata
     resolution = int(meta["resolution"])

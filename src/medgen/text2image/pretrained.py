@@ -496,18 +496,30 @@ def apply_finetuned_weights(
 ):
     """``pipe`` with the fine-tuned UNet weights of `finetune_stable_diffusion` (LoRA: adapters
     added first, with the same rank and alpha); every key must fit."""
+    load_finetuned_unet(pipe.unet, state, lora_rank=lora_rank, lora_alpha=lora_alpha)
+    return pipe
+
+
+def load_finetuned_unet(
+    unet: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    *,
+    lora_rank: int | None,
+    lora_alpha: float | None = None,
+) -> nn.Module:
+    """`apply_finetuned_weights` on the UNet itself."""
     unet_state = sub_state_dict(state, "unet.")
     if len(unet_state) != len(state):
         raise ValueError("fine-tuned state has keys outside 'unet.'")
     if lora_rank is None:
-        pipe.unet.load_state_dict(unet_state)
-        return pipe
-    add_lora(pipe.unet, lora_rank, lora_alpha)
-    result = pipe.unet.load_state_dict(unet_state, strict=False)
-    lora_keys = {k for k in pipe.unet.state_dict() if "lora_" in k}
+        unet.load_state_dict(unet_state)
+        return unet
+    add_lora(unet, lora_rank, lora_alpha)
+    result = unet.load_state_dict(unet_state, strict=False)
+    lora_keys = {k for k in unet.state_dict() if "lora_" in k}
     if result.unexpected_keys or lora_keys - set(unet_state):
         raise ValueError(
             f"LoRA state does not fit the UNet: unexpected {result.unexpected_keys[:3]}, "
             f"missing {sorted(lora_keys - set(unet_state))[:3]}"
         )
-    return pipe
+    return unet

@@ -39,8 +39,8 @@ from medgen.text2image.params import PretrainedPart2Params
 from medgen.text2image.pretrained import (
     StableDiffusionDenoiser,
     add_lora,
-    apply_finetuned_weights,
     clip_tokens,
+    load_finetuned_unet,
     load_stable_diffusion,
     resolve_pretrained_folder,
     strategy_for_scheduler,
@@ -51,6 +51,7 @@ from medgen.text2image.reinforce import (
     PolicyNetwork,
     ReinforceParams,
     RoundSteps,
+    ddpo_training_config,
     rounds_report,
 )
 from medgen.text2image.rewards import RewardModel, RewardParams
@@ -64,18 +65,10 @@ from medgen.training.results import sub_state_dict
 def merge_lora(unet: nn.Module, state: Mapping[str, torch.Tensor], rank: int, alpha) -> nn.Module:
     """``unet`` with the LoRA ``state`` (keys ``unet.…``, `finetune_stable_diffusion`'s) merged
     into its weights and the adapter layers removed: the plain UNet the adapters describe."""
-    holder = _PipeView(unet)
-    apply_finetuned_weights(holder, state, lora_rank=rank, lora_alpha=alpha)
+    load_finetuned_unet(unet, state, lora_rank=rank, lora_alpha=alpha)
     unet.fuse_lora()
     unet.unload_lora()
     return unet
-
-
-class _PipeView:
-    """The ``.unet`` attribute `apply_finetuned_weights` expects of a pipeline."""
-
-    def __init__(self, unet: nn.Module) -> None:
-        self.unet = unet
 
 
 class StableDiffusionLatents:
@@ -198,20 +191,6 @@ def build_sd_reinforce_task(
     )
 
 
-def _ddpo_schedule(reinforce: Mapping[str, Any], scheduler_config: Mapping[str, Any]):
-    """The DDPO engine config: the stochastic steps of SD's schedule set the updates per round."""
-    params = ReinforceParams.from_params(reinforce)
-    strategy = strategy_for_scheduler(scheduler_config)
-    probe = LatentPolicyTask(strategy, None, 4)  # type: ignore[arg-type]
-    stochastic = DDPOLoss(probe, nn.Identity(), None, None, [], params, 1, 0).stochastic_steps()
-    if stochastic == 0:
-        raise ValueError(
-            f"text2image.pretrained.part2.reinforce: noise_level {params.noise_level} leaves no "
-            "stochastic step: the policy needs noise_level > 0"
-        )
-    return params, params.training_config(stochastic)
-
-
 def sd_reinforce(
     start: Mapping[str, torch.Tensor],
     selector: TensorBundle,
@@ -233,7 +212,10 @@ def sd_reinforce(
 
     folder = resolve_pretrained_folder(pretrained, cache_dir)
     scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
-    params, config = _ddpo_schedule(part2.reinforce, scheduler_config)
+    params = ReinforceParams.from_params(part2.reinforce)
+    config = ddpo_training_config(
+        strategy_for_scheduler(scheduler_config), params, "text2image.pretrained.part2.reinforce"
+    )
     tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
     outcome = run_job(
         TrainingJob(

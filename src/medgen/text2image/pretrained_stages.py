@@ -25,6 +25,7 @@ from medgen.text2image.reinforce import ReinforceParams
 from medgen.text2image.rewards import RewardModel, RewardParams
 from medgen.text2image.samplers import StableDiffusionSampler
 from medgen.text2image.stages import StageEvalParams
+from medgen.training import TrainingConfig
 
 HOW_TO_ENABLE_PART2 = (
     f"{HOW_TO_ENABLE}; and text2image.pretrained.part2.enabled: true (conf/cluster sets both)"
@@ -44,14 +45,24 @@ def _sampler(pretrained: PretrainedParams, adapters: Sequence[Mapping[str, torch
 
 
 class _LoadWhenCalled:
-    """A stage's sampler that loads its pipeline for the one call the stage measurement makes, so
-    only one Stable Diffusion is in memory at a time."""
+    """A stage's sampler that loads its pipeline when first called, so the stage measurement
+    holds one Stable Diffusion at a time; ``keep``: hold it after the call (the last stage, which
+    best-of-N samples again), else load it afresh for each call."""
 
-    def __init__(self, pretrained: PretrainedParams, adapters, size: int) -> None:
-        self.pretrained, self.adapters, self.size = pretrained, list(adapters), size
+    def __init__(self, pretrained: PretrainedParams, adapters, size: int, keep: bool = False):
+        self.pretrained, self.adapters, self.size, self.keep = (
+            pretrained,
+            list(adapters),
+            size,
+            keep,
+        )
+        self._loaded: StableDiffusionSampler | None = None
 
     def __call__(self, prompts: Sequence[str], **options: Any) -> torch.Tensor:
-        return _sampler(self.pretrained, self.adapters, self.size)(prompts, **options)
+        sampler = self._loaded or _sampler(self.pretrained, self.adapters, self.size)
+        if self.keep:
+            self._loaded = sampler
+        return sampler(prompts, **options)
 
 
 def pretrained_part2(
@@ -77,9 +88,8 @@ def pretrained_part2(
     reward = RewardParams.from_params(reward_options)
     size = int(oracle_reference["size"])
     root = Path(checkpoint_dir)
-    pool, pool_report = kept_training_images(
-        rated, selector, reward.selector_threshold, part2.filtered_training.get("batch_size", 1)
-    )
+    batch_size = TrainingConfig.from_dict(part2.filtered_training).batch_size
+    pool, pool_report = kept_training_images(rated, selector, reward.selector_threshold, batch_size)
     filtered, filtered_report = finetune_stable_diffusion(
         pool, pretrained=pretrained.model, training=part2.filtered_training,
         lora_rank=part2.lora_rank, lora_alpha=part2.lora_alpha,
@@ -100,16 +110,17 @@ def pretrained_part2(
     sd_stage_params = replace(
         stage_params, num_steps=None, guidance_scale=pretrained.guidance_scale
     )
+    final = _LoadWhenCalled(pretrained, [filtered, ddpo], size, keep=True)
     stages, grid = rlhf.measure_stages(
         {
             "pretrained": _LoadWhenCalled(pretrained, [], size),
             "selector_filtered": _LoadWhenCalled(pretrained, [filtered], size),
-            "ddpo": _LoadWhenCalled(pretrained, [filtered, ddpo], size),
+            "ddpo": final,
         },
         captioned, scorer, oracle_reference, attribute_state, sd_stage_params,
     )  # fmt: skip
     best_files, _, best_report = rlhf.quality_filtered_generation(
-        _sampler(pretrained, [filtered, ddpo], size), captioned, scorer, oracle_reference,
+        final, captioned, scorer, oracle_reference,
         replace(best_params, num_steps=None, guidance_scale=pretrained.guidance_scale),
     )  # fmt: skip
     report = {

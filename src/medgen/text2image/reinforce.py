@@ -32,6 +32,7 @@ from medgen.config import config_tree_from_params, require_positive_ints
 from medgen.datasets import TensorBundle
 from medgen.diffusion import build_task
 from medgen.diffusion.policy_gradient import (
+    MIN_STD,
     gaussian_kl,
     gaussian_log_prob,
     group_advantages,
@@ -119,6 +120,30 @@ class ReinforceParams:
         return TrainingConfig.from_dict(options)
 
 
+def stochastic_step_count(strategy: Any, params: ReinforceParams) -> int:
+    """How many of the sampler's ``num_steps`` steps are actions of the policy (σ > 0 at
+    ``noise_level``): the steps DDPO trains on."""
+    times = strategy.policy_times((1, 1, 1, 1), params.num_steps)
+    probe = torch.zeros(1, 1)
+    stds = [
+        strategy.transition(probe, probe, i, times, params.noise_level)[1]
+        for i in range(len(times))
+    ]
+    return sum(std > MIN_STD for std in stds)
+
+
+def ddpo_training_config(strategy: Any, params: ReinforceParams, section: str) -> TrainingConfig:
+    """The engine config of a DDPO job over ``strategy``'s stochastic steps; ValueError naming
+    ``section`` when ``noise_level`` leaves none."""
+    stochastic = stochastic_step_count(strategy, params)
+    if stochastic == 0:
+        raise ValueError(
+            f"{section}: noise_level {params.noise_level} leaves no stochastic step: the policy "
+            "needs noise_level > 0"
+        )
+    return params.training_config(stochastic)
+
+
 class RoundSteps(Dataset):
     """Item ``i`` is engine step ``i``: which round and which update of it."""
 
@@ -179,13 +204,7 @@ class DDPOLoss:
         self.per_round = params.updates_per_round(self.stochastic_steps())
 
     def stochastic_steps(self) -> int:
-        times = self.task.strategy.policy_times((1, 1, 1, 1), self.params.num_steps)
-        probe = torch.zeros(1, 1)
-        stds = [
-            self.task.strategy.transition(probe, probe, i, times, self.params.noise_level)[1]
-            for i in range(len(times))
-        ]
-        return sum(std > 1e-6 for std in stds)
+        return stochastic_step_count(self.task.strategy, self.params)
 
     def _draw_round(self, model: nn.Module, round_index: int) -> None:
         p = self.params
@@ -317,15 +336,9 @@ def reinforce_generator(
     meta = generator.metadata
     if meta["task_config"].get("space", {}).get("name", "pixel") != "pixel":
         raise ValueError("text2image.reinforce: DDPO is implemented for pixel-space generators")
-    task = build_task(meta["task_config"])
-    probe = DDPOLoss(task, nn.Identity(), None, prompt_tokens, prompt_texts, params, 1, 0)
-    stochastic = probe.stochastic_steps()
-    if stochastic == 0:
-        raise ValueError(
-            f"text2image.reinforce: noise_level {params.noise_level} leaves no stochastic "
-            "step: the policy needs noise_level > 0"
-        )
-    config = params.training_config(stochastic)
+    config = ddpo_training_config(
+        build_task(meta["task_config"]).strategy, params, "text2image.reinforce"
+    )
     job = TrainingJob(
         name="text2image_reinforce",
         factory=build_reinforce_task,

@@ -253,8 +253,8 @@ def quality_filtered_generation(
     oracle_reference: Mapping[str, Any],
     params: BestOfNParams,
 ) -> tuple[dict[str, Any], TensorBundle, dict[str, Any]]:
-    """Best-of-N on held-out prompts with the final generator's ``sampler``; files, kept bundle, report (with
-    the oracle quality of kept vs unfiltered images)."""
+    """Best-of-N on held-out prompts with the final generator's ``sampler``; files, kept bundle,
+    report (with the oracle quality of kept vs unfiltered images)."""
     prompts = heldout_prompts(captioned, params.max_prompts)
     return best_of_n(
         sampler, prompts, reward, params,
