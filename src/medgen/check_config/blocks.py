@@ -80,20 +80,20 @@ def _autoencoder_2d(value: Mapping[str, Any]) -> None:
     Resources.from_dict(value.get("resources"))
 
 
-def _shared(value: Mapping[str, Any]) -> None:
-    shared = SharedModelParams.from_params(value)
-    TrainingConfig.from_dict(shared.training)
-    Resources.from_dict(shared.resources)
+def _job_block(reader: Callable[[Any], Any]) -> Callable[[Any], None]:
+    """A block read by ``reader`` into options with ``training`` (the engine's) and
+    ``resources`` (the launch's), both parsed as the job will."""
+
+    def parse(value: Mapping[str, Any]) -> None:
+        options = reader(value)
+        TrainingConfig.from_dict(options.training)
+        Resources.from_dict(options.resources)
+
+    return parse
 
 
 def _role(role: str) -> Callable[[Any], None]:
     return lambda value: RoleParams.from_params(value, role)
-
-
-def _inpainting_diffusion(value: Mapping[str, Any]) -> None:
-    options = inpainting.DiffusionParams.from_params(value)
-    TrainingConfig.from_dict(options.training)
-    Resources.from_dict(options.resources)
 
 
 def _unet_baseline(value: Mapping[str, Any]) -> None:
@@ -101,12 +101,6 @@ def _unet_baseline(value: Mapping[str, Any]) -> None:
     UNetBaselineNetwork.from_params(value["network"])
     TrainingConfig.from_dict(value["training"])
     Resources.from_dict(value.get("resources"))
-
-
-def _generator(value: Mapping[str, Any]) -> None:
-    options = text2image.GeneratorParams.from_params(value)
-    TrainingConfig.from_dict(options.training)
-    Resources.from_dict(options.resources)
 
 
 def _pretrained(value: Mapping[str, Any]) -> None:
@@ -119,12 +113,6 @@ def _pretrained(value: Mapping[str, Any]) -> None:
 def _reinforce(value: Mapping[str, Any]) -> None:
     # the engine options DDPO derives (any positive step count shows a bad key the same way)
     ReinforceParams.from_params(value).training_config(1)
-
-
-def _filtered_finetune(value: Mapping[str, Any]) -> None:
-    options = FilteredFinetuneParams.from_params(value)
-    TrainingConfig.from_dict(options.training)
-    Resources.from_dict(options.resources)
 
 
 def _demo_checks(section: str) -> Callable[[Any], Any]:
@@ -148,7 +136,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "autoencoder.encoding_3d": Encoding3DParams.from_params,
     "autoencoder.checkpoint_root": _path,
     # latent_diffusion
-    "latent_diffusion.shared": _shared,
+    "latent_diffusion.shared": _job_block(SharedModelParams.from_params),
     "latent_diffusion.masks": _role("masks"),
     "latent_diffusion.images": _role("images"),
     "latent_diffusion.generation": GenerationParams.from_params,
@@ -163,7 +151,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "inpainting.cases": CaseConfig.from_params,
     "inpainting.autoencoder": _patch_volume,
     "inpainting.encoding_batch_size": _positive_int,
-    "inpainting.diffusion": _inpainting_diffusion,
+    "inpainting.diffusion": _job_block(inpainting.DiffusionParams.from_params),
     "inpainting.unet_baseline": _unet_baseline,
     "inpainting.sampling": inpainting.SamplingParams.from_params,
     "inpainting.baselines": inpainting.ClassicalParams.from_params,
@@ -173,7 +161,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "text2image.export": ExportConfig.from_params,
     "text2image.tokenizer": text2image.TokenizerParams.from_params,
     "text2image.network": TextConditionedUNetConfig.from_params,
-    "text2image.generator": _generator,
+    "text2image.generator": _job_block(text2image.GeneratorParams.from_params),
     "text2image.generation": text2image.GenerationParams.from_params,
     "text2image.attributes": AttributeClassifierParams.from_params,
     "text2image.pretrained": _pretrained,
@@ -182,7 +170,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "text2image.selector": SelectorParams.from_params,
     "text2image.alignment": AlignmentParams.from_params,
     "text2image.reward": RewardParams.from_params,
-    "text2image.filtered_finetune": _filtered_finetune,
+    "text2image.filtered_finetune": _job_block(FilteredFinetuneParams.from_params),
     "text2image.reinforce": _reinforce,
     "text2image.stage_evaluation": StageEvalParams.from_params,
     "text2image.best_of_n": BestOfNParams.from_params,
